@@ -1,0 +1,52 @@
+"""local/parse_options.sh: the option parsing every recipe script relies on."""
+
+import textwrap
+
+import pytest
+
+from conftest import run_script
+
+
+@pytest.fixture
+def script(tmp_path, repo):
+    path = tmp_path / "demo.sh"
+    path.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        stage=1            # first stage
+        lm_configs="a b"   # LM configs
+        out_dir=out        # where results go
+        help_message="Usage: demo.sh [options]"
+        . {repo}/local/parse_options.sh
+        echo "stage=${{stage}} lm_configs=${{lm_configs}} out_dir=${{out_dir}} rest=$*"
+        """))
+    path.chmod(0o755)
+    return path
+
+
+def test_defaults_and_values(script, tmp_path, shell_env):
+    assert run_script([script], tmp_path, shell_env, check=True).stdout.strip() == "stage=1 lm_configs=a b out_dir=out rest="
+    result = run_script([script, "--stage", "3", "--lm_configs", "x y z", "--out-dir=res", "pos"], tmp_path, shell_env, check=True)
+    assert result.stdout.strip() == "stage=3 lm_configs=x y z out_dir=res rest=pos"
+
+
+def test_unknown_option_and_missing_value_fail(script, tmp_path, shell_env):
+    unknown = run_script([script, "--stgae", "3"], tmp_path, shell_env)
+    assert unknown.returncode != 0 and "unknown option --stgae" in unknown.stderr
+    missing = run_script([script, "--stage"], tmp_path, shell_env)
+    assert missing.returncode != 0 and "--stage needs a value" in missing.stderr
+
+
+def test_help_lists_every_option_with_doc_and_default(script, tmp_path, shell_env):
+    result = run_script([script, "--help"], tmp_path, shell_env, check=True)
+    assert "Usage: demo.sh" in result.stdout
+    for name, doc, default in [("stage", "first stage", "1"), ("lm_configs", "LM configs", "a b"), ("out_dir", "where results go", "out")]:
+        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"--{name} "))
+        assert doc in line and f'(default: "{default}")' in line
+    assert "--help_message" not in result.stdout
+
+
+def test_run_sh_help_lists_stage_options(repo, shell_env):
+    result = run_script([repo / "run.sh", "--help"], repo, shell_env, check=True)
+    for option in ("--stage", "--stop_stage", "--skip_stages", "--nj", "--hubert_ckpt", "--nclusters", "--nbpe", "--lm_configs", "--ptq_methods", "--whisper_model"):
+        assert option in result.stdout
