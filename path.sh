@@ -1,6 +1,6 @@
 # Environment of the sofa-speechlm recipes: source it from a recipe directory or the repo root.
 # Bootstraps tools/venv through tools/install.sh when it is missing.
-_sofa_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+_sofa_root=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 if [ ! -x "${_sofa_root}/tools/venv/bin/python" ]; then
     echo "path.sh: tools/venv is missing; running tools/install.sh" >&2
     "${_sofa_root}/tools/install.sh" || return 1 2>/dev/null || exit 1

@@ -44,9 +44,12 @@ whisper_model=""        # openai-whisper checkpoint for TTS CER; CER is skipped 
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
 Runs the sofa-speechlm recipe stages N..M (see README.md)."
 
-. ./path.sh
-. ./cmd.sh
-. local/parse_options.sh
+# Shared scripts live beside this file; data, dump and exp are relative to the working
+# directory (the repo root or an egs/<corpus>/speechlm1 recipe that links this file).
+sofa_root=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+. "${sofa_root}/path.sh"
+if [ -f ./cmd.sh ]; then . ./cmd.sh; else . "${sofa_root}/cmd.sh"; fi
+. "${sofa_root}/local/parse_options.sh"
 
 # A stage runs when it lies in [stage, stop_stage] and is not skipped. Its marker holds the
 # options it ran with: a finished stage is skipped on a rerun unless those options changed.
@@ -69,10 +72,10 @@ if wants_stage 1; then
         log "Stage 1: data preparation with ${data_script} into ${datadir}"
         "${data_script}" --datadir "${datadir}" --seed "${seed}" --fs "${fs}" --nj "${nj}"
         for split in ${splits}; do
-            local/validate_data_dir.sh --require text "${datadir}/${split}/textlm"
-            local/validate_data_dir.sh --fs "${fs}" --require wav.scp "${datadir}/${split}/speechlm"
+            validate_data_dir.sh --require text "${datadir}/${split}/textlm"
+            validate_data_dir.sh --fs "${fs}" --require wav.scp "${datadir}/${split}/speechlm"
             for task in asr tts; do
-                local/validate_data_dir.sh --fs "${fs}" --require "wav.scp text" "${datadir}/${split}/${task}"
+                validate_data_dir.sh --fs "${fs}" --require "wav.scp text" "${datadir}/${split}/${task}"
             done
         done
         finish_stage 1 "${settings}"

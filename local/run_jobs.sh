@@ -8,7 +8,7 @@ set -uo pipefail
 
 backend=local
 max_jobs_run=$(nproc)
-slurm_opts=""
+slurm_opts=${SOFA_SLURM_OPTS:-}
 while [ $# -gt 0 ]; do
     case "$1" in
         --backend) backend=$2; shift 2 ;;

@@ -11,8 +11,8 @@ num_text=2500           # textLM sentences over train/dev/test (80/10/10)
 num_spoken=500          # spoken utterances over train/dev/test (a subset of the textLM sentences)
 
 help_message="Usage: $0 [--datadir data] [--seed 777] ..."
-. local/parse_options.sh
+. "${SOFA_ROOT}/local/parse_options.sh"
 
-python -m sofa_speechlm.bin.make_mini_corpus --sentences local/mini_corpus/prose.txt \
+python -m sofa_speechlm.bin.make_mini_corpus --sentences "${SOFA_ROOT}/local/mini_corpus/prose.txt" \
     --datadir "${datadir}" --seed "${seed}" --fs "${fs}" --nj "${nj}" \
     --num_text "${num_text}" --num_spoken "${num_spoken}"

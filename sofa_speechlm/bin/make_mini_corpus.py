@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from sofa_speechlm.data.kaldi import DataDirError
 from sofa_speechlm.data.mini_corpus import CorpusError, make_mini_corpus
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         make_mini_corpus(args.sentences, args.datadir, args.seed, args.fs, args.num_text, args.num_spoken, args.nj)
-    except CorpusError as error:
+    except (CorpusError, DataDirError) as error:
         logging.error("%s", error)
         return 1
     logging.info("mini corpus written to %s/{train,dev,test}/{textlm,speechlm,asr,tts}", args.datadir)

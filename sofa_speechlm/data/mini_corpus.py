@@ -22,11 +22,7 @@ import soundfile
 import soxr
 from tqdm import tqdm
 
-from sofa_speechlm.data.kaldi import spk2utt_from_utt2spk, write_table
-from sofa_speechlm.data.validate import validate_data_dir
-
-SPLITS = ("train", "dev", "test")
-SPEECH_TASKS = ("speechlm", "asr", "tts")
+from sofa_speechlm.data.ops import SPEECH_TASKS, SPLITS, staged_data_dirs, write_data_dir
 
 # speaker id -> (espeak-ng voice+variant, words per minute, pitch 0-99)
 SPEAKERS = {
@@ -114,22 +110,11 @@ def synthesize(utterance: Utterance, wav_path: Path, fs: int) -> int:
     return len(waveform)
 
 
-def _write_data_dir(directory: Path, utterances: list[Utterance], wavs: dict[str, tuple[Path, int]] | None, with_text: bool) -> None:
-    utt2spk = {u.utt_id: u.speaker for u in utterances}
-    write_table(directory / "utt2spk", utt2spk)
-    write_table(directory / "spk2utt", spk2utt_from_utt2spk(utt2spk))
-    if with_text:
-        write_table(directory / "text", {u.utt_id: normalize_transcript(u.sentence) for u in utterances})
-    if wavs is not None:
-        write_table(directory / "wav.scp", {u.utt_id: str(wavs[u.utt_id][0]) for u in utterances})
-        write_table(directory / "utt2num_samples", {u.utt_id: str(wavs[u.utt_id][1]) for u in utterances})
-
-
 def make_mini_corpus(sentences_path: str | Path, datadir: str | Path, seed: int, fs: int, num_text: int, num_spoken: int, nj: int = 1) -> None:
     """Writes datadir/{train,dev,test}/{textlm,speechlm,asr,tts}.
 
-    Everything is staged in datadir/.staging and validated before it replaces the data
-    dirs, so a failure leaves earlier outputs as they were.
+    Outputs are staged and validated before they replace the data dirs, so a failure
+    leaves earlier outputs as they were.
     """
     if shutil.which("espeak-ng") is None:
         raise CorpusError("espeak-ng is not installed; run as root: apt-get update && apt-get install -y espeak-ng")
@@ -148,22 +133,15 @@ def make_mini_corpus(sentences_path: str | Path, datadir: str | Path, seed: int,
         progress = tqdm(pool.map(job, spoken_utts), total=len(spoken_utts), desc="espeak-ng", unit="utt", mininterval=5)
         wavs = dict(progress)
 
-    staging = datadir / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staged_data_dirs(datadir, fs) as staging:
         for split in SPLITS:
-            _write_data_dir(staging / split / "textlm", [u for u in text_utts if u.split == split], None, with_text=True)
+            write_data_dir(staging / split / "textlm", {u.utt_id: u.speaker for u in text_utts if u.split == split}, text={u.utt_id: normalize_transcript(u.sentence) for u in text_utts if u.split == split})
             spoken = [u for u in spoken_utts if u.split == split]
             for task in SPEECH_TASKS:
-                _write_data_dir(staging / split / task, spoken, wavs, with_text=task != "speechlm")
-        problems = [problem for split in SPLITS for task in ("textlm", *SPEECH_TASKS) for problem in validate_data_dir(staging / split / task, fs=fs)]
-        if problems:
-            raise CorpusError("the staged data dirs are invalid:\n  " + "\n  ".join(problems[:20]))
-        for split in SPLITS:
-            for task in ("textlm", *SPEECH_TASKS):
-                target = datadir / split / task
-                shutil.rmtree(target, ignore_errors=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                (staging / split / task).replace(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                write_data_dir(
+                    staging / split / task,
+                    {u.utt_id: u.speaker for u in spoken},
+                    text={u.utt_id: normalize_transcript(u.sentence) for u in spoken} if task != "speechlm" else None,
+                    wav_scp={u.utt_id: str(wavs[u.utt_id][0]) for u in spoken},
+                    num_samples={u.utt_id: wavs[u.utt_id][1] for u in spoken},
+                )

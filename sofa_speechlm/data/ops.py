@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import random
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sofa_speechlm.data.kaldi import PER_UTTERANCE_FILES, DataDir, DataDirError, read_table, sort_key, spk2utt_from_utt2spk, write_table
+from sofa_speechlm.data.validate import validate_data_dir
+
+SPLITS = ("train", "dev", "test")
+SPEECH_TASKS = ("speechlm", "asr", "tts")
+# Files each task's data dir must have besides utt2spk and spk2utt.
+TASK_FILES = {"textlm": ("text",), "speechlm": ("wav.scp",), "asr": ("wav.scp", "text"), "tts": ("wav.scp", "text")}
 
 
 def _present_tables(data_dir: DataDir) -> dict[str, dict[str, str]]:
@@ -129,3 +137,39 @@ def fix_data_dir(path: str | Path) -> int:
             shutil.copy2(data_dir / name, backup / name)
     _write_subset(tables, sorted(keep, key=sort_key), data_dir)
     return len(tables["utt2spk"]) - len(keep)
+
+
+def write_data_dir(directory: Path, utt2spk: dict[str, str], text: dict[str, str] | None = None, wav_scp: dict[str, str] | None = None, num_samples: dict[str, int] | None = None) -> None:
+    """Writes a data dir from its tables (spk2utt derived from utt2spk)."""
+    write_table(directory / "utt2spk", utt2spk)
+    write_table(directory / "spk2utt", spk2utt_from_utt2spk(utt2spk))
+    if text is not None:
+        write_table(directory / "text", text)
+    if wav_scp is not None:
+        write_table(directory / "wav.scp", wav_scp)
+    if num_samples is not None:
+        write_table(directory / "utt2num_samples", {key: str(value) for key, value in num_samples.items()})
+
+
+@contextmanager
+def staged_data_dirs(datadir: str | Path, fs: int) -> Iterator[Path]:
+    """Yields a staging root for `{split}/{task}` data dirs; on success validates all of
+    them and only then moves them over `datadir`, so a failure leaves earlier data dirs as
+    they were. The staging folder never outlives the call.
+    """
+    datadir = Path(datadir)
+    staging = datadir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+        problems = [problem for split in SPLITS for task, required in TASK_FILES.items() for problem in validate_data_dir(staging / split / task, fs=fs, require=required)]
+        if problems:
+            raise DataDirError("the prepared data dirs are invalid:\n  " + "\n  ".join(problems[:20]))
+        for split in SPLITS:
+            for task in TASK_FILES:
+                target = datadir / split / task
+                shutil.rmtree(target, ignore_errors=True)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (staging / split / task).replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
