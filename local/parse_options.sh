@@ -12,7 +12,7 @@ _sofa_list_options() {
 }
 # Options are the top-level assignments of the calling script above its help_message (or,
 # without one, above the line sourcing this file).
-_sofa_option_names=$(awk '/^help_message=|parse_options\.sh/ {exit} match($0, /^[a-zA-Z_][a-zA-Z0-9_]*=/) {print substr($0, 1, RLENGTH - 1)}' "$0" | awk '$0 != "help_message" && !seen[$0]++' | tr '\n' ' ')
+_sofa_option_names=$(awk '/^help_message=|parse_options\.sh/ {exit} match($0, /^[a-zA-Z_][a-zA-Z0-9_]*=/) {print substr($0, 1, RLENGTH - 1)}' "$0" | awk '!seen[$0]++' | tr '\n' ' ')
 
 while [ $# -gt 0 ]; do
     case "$1" in
