@@ -13,4 +13,6 @@ export PYTHONIOENCODING=UTF-8
 # Everything runs offline: published checkpoints are local paths given by the user.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+# Idle OpenMP threads sleep instead of spinning: parallel jobs on few cores stop starving each other.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 unset _sofa_root

@@ -59,6 +59,15 @@ wants_stage() {
 marker() { echo "${expdir}/.done/stage$1"; }
 stage_finished() { [ -f "$(marker "$1")" ] && [ "$(cat "$(marker "$1")")" == "$2" ]; }
 finish_stage() { mkdir -p "${expdir}/.done"; echo "$2" > "$(marker "$1")"; }
+# An experiment dir resumes an interrupted run only when it ran with the same settings
+# (recorded in its run_settings); otherwise it is emptied and started again.
+claim_exp_dir() {
+    if [ -f "$1/run_settings" ] && [ "$(cat "$1/run_settings")" != "$2" ]; then
+        log "$1 was made with other settings; starting it again"
+        rm -rf "$1"
+    fi
+    mkdir -p "$1"; echo "$2" > "$1/run_settings"
+}
 not_implemented() { log "ERROR: stage $1 ($2) is not implemented yet"; exit 1; }
 
 splits="train dev test"
@@ -85,17 +94,195 @@ fi
 
 if wants_stage 2; then
     # Stage 2a: speech units (features, k-means, a units file in every speech data dir)
-    not_implemented 2 "speech units"
+    # Sub-markers (features per data dir, k-means, units per data dir) let a rerun redo only
+    # what is missing. Data dirs with the same audio (speechlm/asr/tts of a split) share features.
+    feature_name=mfcc; [ -n "${hubert_ckpt}" ] && feature_name=hubert_l${layer}
+    featdir=${dumpdir}/features/${feature_name}
+    kmeans_model=${expdir}/kmeans/${feature_name}_km${nclusters}/km.npy
+    feature_settings="hubert_ckpt=${hubert_ckpt} layer=${layer} fs=${fs}"
+    units_settings="${feature_settings} nclusters=${nclusters} kmeans_percent=${kmeans_percent} seed=${seed}"
+    feature_device=cpu; [ "${ngpu}" -gt 0 ] && feature_device=cuda
+    units_present() { local split task; for split in ${splits}; do for task in ${speech_tasks}; do
+        [ -f "${datadir}/${split}/${task}/units" ] || return 1; done; done; }
+    if stage_finished 2a "${units_settings}" && units_present; then
+        log "Stage 2a: units already in every speech data dir of ${datadir}; skipping"
+    else
+        declare -A features_of_audio=()  # checksum of wav.scp + segments -> feature dir
+        train_feats=()
+        for split in ${splits}; do
+            for task in ${speech_tasks}; do
+                data=${datadir}/${split}/${task}; out=${featdir}/${split}/${task}
+                audio=$({ cat "${data}/wav.scp"; cat "${data}/segments" 2>/dev/null || true; } | md5sum | cut -d' ' -f1)
+                feats_from=${features_of_audio[${audio}]:-${out}}
+                if stage_finished "2a.features.${split}.${task}" "${feature_settings} from=${feats_from}" && [ -f "${out}/feats.scp" ]; then
+                    log "Stage 2a: features of ${data} already in ${out}"
+                elif [ "${feats_from}" != "${out}" ]; then
+                    log "Stage 2a: ${data} has the audio of ${feats_from}; using its features"
+                    rm -rf "${out}"; mkdir -p "${out}"
+                    cp "${feats_from}/feats.scp" "${feats_from}/bad_utts.txt" "${out}/"
+                else
+                    log "Stage 2a: ${feature_name} features of ${data} (${nj} jobs) -> ${out}"
+                    rm -rf "${out}"; mkdir -p "${out}"
+                    ${train_cmd} JOB=1:"${nj}" "${out}/log/dump_features.JOB.log" \
+                        python -m sofa_speechlm.bin.dump_features --data_dir "${data}" --out_dir "${out}" \
+                            --hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --fs "${fs}" --device "${feature_device}" \
+                            --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )) --job JOB --nj "${nj}"
+                    cat "${out}"/feats.*.scp > "${out}/feats.scp"
+                    cat "${out}"/bad_utts.*.txt > "${out}/bad_utts.txt"
+                fi
+                finish_stage "2a.features.${split}.${task}" "${feature_settings} from=${feats_from}"
+                num_bad=$(wc -l < "${out}/bad_utts.txt")
+                if [ "${num_bad}" -gt 0 ]; then
+                    log "Stage 2a: ${num_bad} utterances of ${data} left out (unusable audio); listed in ${out}/bad_utts.txt"
+                fi
+                features_of_audio[${audio}]=${feats_from}
+                if [ "${split}" = train ] && [ "${feats_from}" = "${out}" ]; then train_feats+=("${out}/feats.scp"); fi
+            done
+        done
+
+        if stage_finished 2a.kmeans "${units_settings}" && [ -f "${kmeans_model}" ]; then
+            log "Stage 2a: k-means model ${kmeans_model} already trained"
+        else
+            log "Stage 2a: k-means (K=${nclusters}) on ${kmeans_percent} of the train utterances -> ${kmeans_model}"
+            ${train_cmd} "$(dirname "${kmeans_model}")/log/learn_kmeans.log" \
+                python -m sofa_speechlm.bin.learn_kmeans --feats_scp "${train_feats[@]}" --out "${kmeans_model}" \
+                    --nclusters "${nclusters}" --percent "${kmeans_percent}" --seed "${seed}"
+            finish_stage 2a.kmeans "${units_settings}"
+        fi
+
+        units_todo=()  # "split task" of the data dirs still without units of these settings
+        for split in ${splits}; do
+            for task in ${speech_tasks}; do
+                if ! stage_finished "2a.units.${split}.${task}" "${units_settings}" || [ ! -f "${datadir}/${split}/${task}/units" ]; then
+                    units_todo+=("${split} ${task}")
+                fi
+            done
+        done
+        if [ ${#units_todo[@]} -gt 0 ]; then
+            units_feats=(); units_dirs=()
+            for split_task in "${units_todo[@]}"; do
+                units_feats+=("${featdir}/${split_task/ //}/feats.scp"); units_dirs+=("${datadir}/${split_task/ //}")
+            done
+            log "Stage 2a: units of ${units_dirs[*]} (log: $(dirname "${kmeans_model}")/log/dump_units.log)"
+            ${train_cmd} "$(dirname "${kmeans_model}")/log/dump_units.log" python -m sofa_speechlm.bin.dump_units \
+                --feats_scp "${units_feats[@]}" --data_dir "${units_dirs[@]}" --km "${kmeans_model}" --dedup
+            for split_task in "${units_todo[@]}"; do
+                data=${datadir}/${split_task/ //}
+                if [ -s "${featdir}/${split_task/ //}/bad_utts.txt" ]; then
+                    log "Stage 2a: removing the utterances without units from ${data} (originals in ${data}/.backup)"
+                    fix_data_dir.sh "${data}"
+                fi
+                finish_stage "2a.units.${split_task/ /.}" "${units_settings}"
+            done
+        fi
+        finish_stage 2a "${units_settings}"
+        log "Stage 2a: units (K=${nclusters}, 50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units (+ units_dedup, units_dur)"
+    fi
     # Stage 2b: unit vocoder (trained on the train split's wavs and units unless --vocoder_file)
-    not_implemented 2 "unit vocoder"
+    # Output: ${expdir}/vocoder/generator.pth + config.json (speech-resynthesis/fairseq layout).
+    # An interrupted training resumes from ${expdir}/vocoder/checkpoint.pth; other settings start over.
+    vocoder_dir=${expdir}/vocoder
+    if [ -n "${vocoder_file}" ]; then
+        vocoder_settings="vocoder_file=${vocoder_file}"
+    else
+        [ -f "${vocoder_config}" ] || { log "ERROR: --vocoder_config ${vocoder_config}: file not found"; exit 1; }
+        vocoder_settings="vocoder_config=${vocoder_config}:$(md5sum < "${vocoder_config}" | cut -c1-12) ${units_settings}"
+    fi
+    if stage_finished 2b "${vocoder_settings}" && [ -f "${vocoder_dir}/generator.pth" ]; then
+        log "Stage 2b: vocoder ${vocoder_dir}/generator.pth already done; skipping"
+    else
+        claim_exp_dir "${vocoder_dir}" "${vocoder_settings}"
+        if [ -n "${vocoder_file}" ]; then
+            log "Stage 2b: checking and importing the vocoder ${vocoder_file} (its config.json beside it) into ${vocoder_dir}"
+            ${train_cmd} "${vocoder_dir}/log/import_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
+                --outdir "${vocoder_dir}" --import_checkpoint "${vocoder_file}"
+        else
+            vocoder_device=cpu; [ "${ngpu}" -gt 0 ] && vocoder_device=cuda
+            vocoder_data=(); for task in ${speech_tasks}; do vocoder_data+=("${datadir}/train/${task}"); done
+            log "Stage 2b: training the unit vocoder (${vocoder_config}) on ${datadir}/train -> ${vocoder_dir} (log: ${vocoder_dir}/log/train_vocoder.log)"
+            ${train_cmd} "${vocoder_dir}/log/train_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
+                --config "${vocoder_config}" --outdir "${vocoder_dir}" --data_dirs "${vocoder_data[@]}" \
+                --num_embeddings "${nclusters}" --device "${vocoder_device}"
+        fi
+        finish_stage 2b "${vocoder_settings}"
+        log "Stage 2b: vocoder in ${vocoder_dir}/generator.pth (+ config.json)"
+    fi
 fi
 
 if wants_stage 3; then
-    not_implemented 3 "joint vocabulary"
+    # LM text per split (redone when its data dirs' text or units change), then sentencepiece.
+    lm_text_dir=${dumpdir}/lm_text
+    bpedir=${dumpdir}/token_list/bpe_${bpemode}${nbpe}
+    for split in ${splits}; do
+        inputs=$({ cat "${datadir}/${split}"/*/text "${datadir}/${split}"/*/units 2>/dev/null || true; } | md5sum | cut -d' ' -f1)
+        if stage_finished "3.lm_text.${split}" "inputs=${inputs}" && [ -f "${lm_text_dir}/${split}/all.txt" ]; then
+            log "Stage 3: LM text of ${split} already in ${lm_text_dir}/${split}"
+            continue
+        fi
+        log "Stage 3: task-formatted LM text of ${datadir}/${split} -> ${lm_text_dir}/${split}/{textlm,speechlm,asr,tts,all}.txt"
+        python -m sofa_speechlm.bin.make_lm_text --split_dir "${datadir}/${split}" --out_dir "${lm_text_dir}/${split}"
+        finish_stage "3.lm_text.${split}" "inputs=${inputs}"
+    done
+    settings="nbpe=${nbpe} bpemode=${bpemode} train_text=$(md5sum < "${lm_text_dir}/train/all.txt" | cut -d' ' -f1)"
+    if stage_finished 3 "${settings}" && [ -f "${bpedir}/tokens.txt" ]; then
+        log "Stage 3: sentencepiece model and token list already in ${bpedir}"
+    else
+        log "Stage 3: sentencepiece (${bpemode}, ${nbpe}) over ${lm_text_dir}/train/all.txt -> ${bpedir}/{bpe.model,tokens.txt}"
+        python -m sofa_speechlm.bin.train_bpe --lm_text "${lm_text_dir}/train/all.txt" --model_dir "${bpedir}" \
+            --nbpe "${nbpe}" --bpemode "${bpemode}"
+        finish_stage 3 "${settings}"
+    fi
 fi
 
 if wants_stage 4; then
-    not_implemented 4 "language model training"
+    # Stage 4: ESPnet LM training per config in ${lm_configs}: shape statistics (once per token
+    # list), training (ESPnet averages the n-best checkpoints at its end into
+    # valid.loss.ave.pth), and for lora/qlora an adapter merge into ${expdir}/lm_<name>/merged.
+    lm_text=${dumpdir}/lm_text
+    lm_token_dir=${dumpdir}/token_list/bpe_${bpemode}${nbpe}
+    lm_stats_dir=${expdir}/lm_stats_bpe_${bpemode}${nbpe}
+    for f in "${lm_text}/train/all.txt" "${lm_text}/dev/all.txt" "${lm_token_dir}/bpe.model" "${lm_token_dir}/tokens.txt"; do
+        [ -f "${f}" ] || { log "ERROR: Stage 4 needs ${f} (run stage 3 first)"; exit 1; }
+    done
+    lm_data_opts=(--token_list "${lm_token_dir}/tokens.txt" --bpemodel "${lm_token_dir}/bpe.model" --token_type bpe
+        --train_data_path_and_name_and_type "${lm_text}/train/all.txt,text,text"
+        --valid_data_path_and_name_and_type "${lm_text}/dev/all.txt,text,text" --seed "${seed}")
+    stats_settings="tokens=$(md5sum < "${lm_token_dir}/tokens.txt" | cut -d' ' -f1) text=$(cat "${lm_text}"/{train,dev}/all.txt | md5sum | cut -d' ' -f1)"
+    if stage_finished 4.lm_stats "${stats_settings}"; then
+        log "Stage 4: LM shape statistics already in ${lm_stats_dir}; skipping"
+    else
+        log "Stage 4: LM shape statistics into ${lm_stats_dir}"
+        ${train_cmd} "${lm_stats_dir}/stats.log" python -m sofa_speechlm.bin.lm_train --collect_stats true \
+            "${lm_data_opts[@]}" --batch_type unsorted --batch_size 100 --ngpu 0 --output_dir "${lm_stats_dir}"
+        finish_stage 4.lm_stats "${stats_settings}"
+    fi
+    for lm_config in ${lm_configs}; do
+        [ -f "${lm_config}" ] || { log "ERROR: --lm_configs: ${lm_config} not found"; exit 1; }
+        lm_name=$(basename "${lm_config}" .yaml)
+        lm_exp=${expdir}/lm_${lm_name}
+        settings="config=${lm_config}:$(md5sum < "${lm_config}" | cut -d' ' -f1) pretrained_lm=${pretrained_lm} ngpu=${ngpu} seed=${seed} ${stats_settings}"
+        if stage_finished "4.lm_${lm_name}" "${settings}"; then
+            log "Stage 4: LM ${lm_exp} already trained; skipping"
+            continue
+        fi
+        claim_exp_dir "${lm_exp}" "${settings}"
+        lm_override=()
+        [ -n "${pretrained_lm}" ] && lm_override=(--lm_conf "pretrained=${pretrained_lm}" --lm_conf "hf_config=null")
+        log "Stage 4: training LM ${lm_config} into ${lm_exp} (log: ${lm_exp}/train.log)"
+        ${train_cmd} "${lm_exp}/train.log" python -m sofa_speechlm.bin.lm_train --config "${lm_config}" \
+            "${lm_data_opts[@]}" "${lm_override[@]}" --ngpu "${ngpu}" --resume true --output_dir "${lm_exp}" \
+            --train_shape_file "${lm_stats_dir}/train/text_shape" --valid_shape_file "${lm_stats_dir}/valid/text_shape" \
+            --fold_length 150
+        [ -f "${lm_exp}/valid.loss.ave.pth" ] || { log "ERROR: ${lm_exp}/valid.loss.ave.pth is missing after training"; exit 1; }
+        finetune=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"].get("finetune", "full"))' "${lm_exp}/config.yaml")
+        if [ "${finetune}" != full ]; then
+            log "Stage 4: merging the ${finetune} adapters of ${lm_exp} into ${lm_exp}/merged"
+            ${train_cmd} "${lm_exp}/export.log" python -m sofa_speechlm.bin.lm_export --train_config "${lm_exp}/config.yaml" \
+                --model_file "${lm_exp}/valid.loss.ave.pth" --output_dir "${lm_exp}/merged"
+        fi
+        finish_stage "4.lm_${lm_name}" "${settings}"
+        log "Stage 4: ${lm_exp}/valid.loss.ave.pth (config.yaml beside it)"
+    done
 fi
 
 if wants_stage 5; then

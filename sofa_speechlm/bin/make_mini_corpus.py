@@ -8,6 +8,7 @@ import sys
 
 from sofa_speechlm.data.kaldi import DataDirError
 from sofa_speechlm.data.mini_corpus import CorpusError, make_mini_corpus
+from sofa_speechlm.bin import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging()
     args = get_parser().parse_args(argv)
     try:
         make_mini_corpus(args.sentences, args.datadir, args.seed, args.fs, args.num_text, args.num_spoken, args.nj)

@@ -8,6 +8,7 @@ import sys
 
 from sofa_speechlm.data.kaldi import DataDirError
 from sofa_speechlm.data.librispeech import prepare_librispeech
+from sofa_speechlm.bin import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging()
     args = get_parser().parse_args(argv)
     try:
         prepare_librispeech(args.corpus_dir, args.datadir, args.fs, args.train_sets.split(), args.dev_set, args.test_set, args.lm_text, args.num_lm_sentences, args.seed)

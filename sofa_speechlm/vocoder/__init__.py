@@ -1,0 +1,12 @@
+"""Unit HiFi-GAN vocoder: HuBERT k-means units -> 16 kHz waveform (the SOFA paper's TTS back end)."""
+
+from sofa_speechlm.vocoder.checkpoint import load_generator, save_published
+from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
+from sofa_speechlm.vocoder.generator import CodeHiFiGANGenerator
+from sofa_speechlm.vocoder.synthesis import synthesize
+from sofa_speechlm.vocoder.units import parse_units, read_units
+
+__all__ = [
+    "CodeHiFiGANGenerator", "VocoderConfig", "VocoderConfigError", "load_generator", "parse_units",
+    "read_units", "save_published", "synthesize",
+]

@@ -1,0 +1,45 @@
+"""Batched unit-to-waveform synthesis.
+
+Utterances are sorted by length so a batch holds similar lengths; shorter ones are padded by
+repeating their last unit and their output is cut back to frames * code_hop_size samples.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from sofa_speechlm.vocoder.generator import CodeHiFiGANGenerator
+
+
+@torch.inference_mode()
+def synthesize(
+    generator: CodeHiFiGANGenerator,
+    utterances: dict[str, torch.Tensor],
+    batch_size: int = 8,
+    speakers: dict[str, int] | None = None,
+    deduplicated: bool = False,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields (utt_id, float32 waveform); `deduplicated` expands each unit by its predicted duration."""
+    device = next(generator.parameters()).device
+    if generator.spkr is not None and speakers is None:
+        raise ValueError("this vocoder is multi-speaker (multispkr): give a speaker id per utterance")
+    if deduplicated:
+        utterances = {
+            utt_id: torch.repeat_interleave(units, generator.predict_durations(units.to(device)).cpu())
+            for utt_id, units in utterances.items()
+        }
+    order = sorted(utterances, key=lambda utt_id: len(utterances[utt_id]), reverse=True)
+    hop = generator.config.code_hop_size
+    for start in range(0, len(order), batch_size):
+        batch_ids = order[start : start + batch_size]
+        longest = len(utterances[batch_ids[0]])
+        padded = torch.stack(
+            [torch.cat([u, u[-1:].expand(longest - len(u))]) for u in (utterances[i] for i in batch_ids)]
+        ).to(device)
+        speaker_ids = torch.tensor([speakers[i] for i in batch_ids], device=device) if speakers is not None else None
+        audio = generator(padded, speaker_ids).float().cpu().numpy()
+        for row, utt_id in enumerate(batch_ids):
+            yield utt_id, audio[row, : len(utterances[utt_id]) * hop]

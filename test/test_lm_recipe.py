@@ -1,0 +1,48 @@
+"""run.sh stage 4: statistics, training, averaging, adapter merge, skipping finished experiments."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from sofa_speechlm.text.bpe import train_sentencepiece, write_token_list
+from test_lm_espnet import write_lm_text
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage4(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = ["./run.sh", "--stage", "4", "--stop_stage", "4", "--dumpdir", str(tmp_path / "dump"),
+               "--expdir", str(tmp_path / "exp"), "--nbpe", "60", *options]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+
+
+def test_stage4_trains_merges_and_skips_when_finished(tmp_path):
+    text_dir = tmp_path / "dump/lm_text"
+    for split, count in (("train", 200), ("dev", 20)):
+        (text_dir / split).mkdir(parents=True)
+        write_lm_text(text_dir / split / "all.txt", count, seed=len(split))
+    token_dir = tmp_path / "dump/token_list/bpe_unigram60"
+    write_token_list(train_sentencepiece(text_dir / "train/all.txt", token_dir, nbpe=60), token_dir / "tokens.txt")
+    config = yaml.safe_load((REPO / "conf/lm/tiny_sofa_full.yaml").read_text())
+    config["lm_conf"].update(finetune="lora", lora_conf=dict(rank=4, alpha=8))
+    config.update(max_epoch=1, use_tensorboard=False, use_matplotlib=False)
+    (tmp_path / "tiny_lora.yaml").write_text(yaml.safe_dump(config))
+
+    first = run_stage4(tmp_path, "--lm_configs", str(tmp_path / "tiny_lora.yaml"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    exp = tmp_path / "exp/lm_tiny_lora"
+    for name in ("config.yaml", "valid.loss.ave.pth", "merged/config.yaml", "merged/model.pth"):
+        assert (exp / name).is_file(), name
+    assert yaml.safe_load((exp / "merged/config.yaml").read_text())["lm_conf"]["finetune"] == "full"
+
+    again = run_stage4(tmp_path, "--lm_configs", str(tmp_path / "tiny_lora.yaml"))
+    assert again.returncode == 0 and "already trained; skipping" in again.stderr
+
+
+def test_stage4_names_the_missing_stage3_output(tmp_path):
+    result = run_stage4(tmp_path)
+    assert result.returncode != 0
+    assert f"Stage 4 needs {tmp_path}/dump/lm_text/train/all.txt (run stage 3 first)" in result.stderr
