@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sofa_speechlm.attention import FLASH_NORMALIZERS, attend, eager_attention
-from sofa_speechlm.attention import flash
+from sofa_speechlm.attention import cpu_kernel, flash
 
 # dtype -> max abs error allowed between fast and eager (outputs and gradients). The eager path
 # computes in fp32 from the low-precision inputs; the kernels multiply in the input dtype.
@@ -141,6 +141,43 @@ def test_row_max_chunking_and_blocks(monkeypatch, causal, intra_op_threads):
         assert torch.equal(argmax, expected.indices)
     assert_fast_matches_eager(q, k, v, normalizer="sofa", causal=causal)
     assert torch.get_num_threads() == intra_op_threads
+
+
+def test_fused_cpu_kernel_builds_here():
+    # Without it SOFA still works (the row-max pass below), only about 15% slower.
+    assert cpu_kernel.load() is not None
+
+
+@pytest.fixture(params=["fused_kernel", "row_max_pass"])
+def sofa_path(request, monkeypatch):
+    """Small tiles so that short inputs cross many query and key tiles; or the fallback path."""
+    if request.param == "fused_kernel":
+        monkeypatch.setattr(cpu_kernel, "Q_BLOCK", 24)
+        monkeypatch.setattr(cpu_kernel, "KV_BLOCK", 32)
+    else:
+        monkeypatch.setattr(flash, "fused_forward", lambda *args: None)
+    return request.param
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sofa_across_tiles_with_masks_and_ties(sofa_path, causal):
+    q, k, v = qkv(12, q_len=150, k_len=150, dim=16, scale=2.0)
+    # Ties across key tiles: the first maximal key (12) must win over its copies (70, 140).
+    k[:, :, 70] = k[:, :, 140] = k[:, :, 12]
+    q[:, :, 145] = k[:, :, 12] * 4
+    assert_fast_matches_eager(q, k, v, normalizer="sofa", causal=causal)
+    # Key padding that forbids whole key tiles, a bias, and a row whose first tiles are all forbidden.
+    allowed = torch.ones(2, 1, 150, 150, dtype=torch.bool)
+    allowed[0, :, :, 30:100] = False
+    allowed[1, :, 140, :120] = False
+    bias = torch.where(allowed, torch.randn(150, generator=torch.Generator().manual_seed(13)), float("-inf"))
+    assert_fast_matches_eager(q, k, v, normalizer="sofa", causal=causal, attn_mask=bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_sofa_low_precision_across_tiles(sofa_path, dtype):
+    q, k, v = qkv(14, q_len=100, k_len=100, dtype=dtype)
+    assert_fast_matches_eager(q, k, v, TOLERANCE[dtype], normalizer="sofa", causal=True)
 
 
 @pytest.mark.parametrize("normalizer", FLASH_NORMALIZERS)

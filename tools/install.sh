@@ -49,6 +49,9 @@ log "installing espnet==${espnet_version} without its declared dependencies"
 "${pip[@]}" install --no-deps "espnet==${espnet_version}"
 log "installing sofa_speechlm (editable)"
 "${pip[@]}" install --no-deps -e "${repo_dir}"
+log "compiling the fused CPU attention kernel (cached under ~/.cache/torch_extensions)"
+"${venv}/bin/python" -c "import sys; from sofa_speechlm.attention import cpu_kernel; sys.exit(cpu_kernel.load() is None)" ||
+    log "WARNING: the fused CPU attention kernel did not build; SOFA attention uses a slower fallback"
 
 rm -f "${venv}"/.installed-*
 touch "${stamp}"

@@ -7,7 +7,9 @@ All three are softmax attention scaled by a per-row gate g:
     sofa:     g = sigmoid(lse(S) - max(S))    (the max-shifted Softmax1 of the SOFA paper)
 
 so the forward is one fused softmax-attention kernel that also returns lse (torch's CPU flash
-kernel, or the CUDA memory-efficient kernel) plus, for sofa, a row-max pass over query chunks.
+kernel, or the CUDA memory-efficient kernel). sofa also needs the row max: on the CPU our own
+flash forward (csrc/sofa_flash_cpu.cpp) returns it with lse in the same pass; on CUDA, or
+where that kernel cannot be built, a row-max pass over query chunks follows the kernel.
 
 Backward: the kernel's backward computes dS = P * (dP - rowsum(grad_out * out)). Given
 grad_out = g * dO and out = O (the gated output), this is exactly the gradient of g * softmax(S)V
@@ -21,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .cpu_kernel import fused_forward
 from .masks import additive_mask, rows_without_keys
 
 # Query rows per chunk of the row-max pass: a multiple of _BLOCK, sized so that one chunk of
@@ -173,13 +176,14 @@ class GatedSoftmaxAttention(torch.autograd.Function):
         empty_rows = rows_without_keys(mask, causal)
         if empty_rows is not None:
             mask = mask.masked_fill(empty_rows.unsqueeze(-1), 0.0)
-        out, lse, saved = kernel.forward(q, k, v, mask, causal, scale)
         gate = argmax = None
         if normalizer == "sofa":
-            row_max, argmax = _row_max(q, k, mask, causal, scale)
+            out, lse, saved, row_max, argmax = _sofa_forward(kernel, q, k, v, mask, causal, scale)
             gate = torch.sigmoid(lse - row_max)
-        elif normalizer == "softmax1":
-            gate = torch.sigmoid(lse)
+        else:
+            out, lse, saved = kernel.forward(q, k, v, mask, causal, scale)
+            if normalizer == "softmax1":
+                gate = torch.sigmoid(lse)
         if empty_rows is not None:
             gate = (torch.ones_like(lse) if gate is None else gate).masked_fill(empty_rows.expand_as(lse), 0.0)
         if gate is not None:
@@ -209,6 +213,20 @@ class GatedSoftmaxAttention(torch.autograd.Function):
                 dq = (dq.float() + grad_scores * k.float().gather(2, index)).to(q.dtype)
                 dk = dk.float().scatter_add_(2, index, grad_scores * q.float()).to(k.dtype)
         return dq, dk, dv, None, None, None, None
+
+
+def _sofa_forward(kernel, q, k, v, mask, causal, scale):
+    """(softmax(S)V, lse, the kernel's saved state, row max, first argmax) for sofa.
+
+    On the CPU the fused kernel returns the row max with the softmax (its lse is what torch's
+    CPU backward takes); elsewhere, or where it could not be built, a row-max pass follows the kernel.
+    """
+    fused = fused_forward(q, k, v, mask, causal, scale) if q.device.type == "cpu" else None
+    if fused is not None:
+        out, lse, row_max, argmax = fused
+        return out.to(q.dtype), lse, lse, row_max, argmax
+    out, lse, saved = kernel.forward(q, k, v, mask, causal, scale)
+    return (out, lse, saved, *_row_max(q, k, mask, causal, scale))
 
 
 def _scale_rows(x, gate):

@@ -39,8 +39,11 @@ def measure(method, length, device, repeats, phase, heads=12, head_dim=64):
     of the method, best seconds of SDPA in the same window) after a warm-up call."""
     import torch
 
+    from sofa_speechlm.attention import cpu_kernel
     from sofa_speechlm.attention.functional import attend
 
+    if device == "cpu":
+        cpu_kernel.load()  # the shared library's own memory is no attention memory
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, heads, length, head_dim, device=device, requires_grad=True) for _ in range(3))
     grad = torch.randn(1, heads, length, head_dim, device=device)
@@ -139,6 +142,7 @@ def main():
     parser.add_argument(
         "--eager_max_length", type=int, default=2048, help="longest L for the eager-only normalizers (they use L x L memory)"
     )
+    parser.add_argument("--methods", nargs="+", help="only these NORMALIZER:IMPL methods (default: all)")
     parser.add_argument("--check", action="store_true", help="first compare the fast path with eager on --device")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "LENGTH", "PHASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,7 +152,7 @@ def main():
     if args.check:
         check_against_eager(args.device)
 
-    methods = [f"{n}:auto" for n in FAST] + ["sofa:eager"] + [f"{n}:eager" for n in EAGER_ONLY]
+    methods = args.methods or [f"{n}:auto" for n in FAST] + ["sofa:eager"] + [f"{n}:eager" for n in EAGER_ONLY]
     threads = os.environ.get("OMP_NUM_THREADS", "torch default")
     print(f"device={args.device} threads={threads} B=1 H=12 D=64 causal fp32 fwd+bwd, best of {args.repeats}")
     print(f"{'L':>6} {'method':<22} {'time s':>9} {'SDPA s':>9} {'x SDPA':>7} {'peak MiB':>9} {'x SDPA':>7}")
