@@ -148,6 +148,21 @@ def test_fused_cpu_kernel_builds_here():
     assert cpu_kernel.load() is not None
 
 
+def test_a_failed_kernel_build_falls_back_with_a_warning(monkeypatch, caplog):
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension\nc++: command not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    cpu_kernel.load.cache_clear()
+    try:
+        assert cpu_kernel.fused_forward(*qkv(15), None, True, 0.25) is None
+    finally:
+        cpu_kernel.load.cache_clear()
+    assert "could not build the fused CPU attention kernel (c++: command not found)" in caplog.text
+
+
 @pytest.fixture(params=["fused_kernel", "row_max_pass"])
 def sofa_path(request, monkeypatch):
     """Small tiles so that short inputs cross many query and key tiles; or the fallback path."""
