@@ -205,6 +205,17 @@ def test_huge_logits_stay_finite(normalizer):
         assert torch.isfinite(out).all() and torch.isfinite(grad).all()
 
 
+def test_nan_inputs_give_nan_gradients_not_errors(sofa_path):
+    # Mixed-precision overflow makes NaN activations; trainers skip such steps, so no exception.
+    q, k, v = qkv(16, q_len=100, k_len=100)
+    q[0, 0, 3:] = float("nan")
+    inputs = [t.requires_grad_() for t in (q, k, v)]
+    out = attend(*inputs, normalizer="sofa", causal=True)
+    grads = torch.autograd.grad(out.sum(), inputs)
+    assert out[0, 0, 3:].isnan().all() and torch.isfinite(out[1]).all()
+    assert grads[0][0, 0, 3:].isnan().all()
+
+
 def test_sixteen_thousand_keys():
     q, k, v = qkv(9, batch=1, heads=2, q_len=8, k_len=16384, dim=16, scale=3.0)
     out = assert_fast_matches_eager(q, k, v, normalizer="sofa", causal=False)[0]

@@ -8,7 +8,9 @@
 // additive mask broadcast to [B, H, Lq, Lk] with unit stride along keys (-inf forbids a key),
 // and a causal flag (top-left triangle, used for Lq == Lk). Outputs: out = softmax(S)V
 // ([B, H, Lq, Dv]), lse, row max and first argmax ([B, H, Lq]). A row with no allowed key gives
-// out = 0, lse = max = -inf and argmax = -1 (callers give such rows a zero gate).
+// out = 0, lse = max = -inf and argmax = 0 (callers give such rows a zero gate); a row of NaN
+// scores gives NaN and argmax 0, so that a backward through it yields NaN gradients (which
+// trainers skip) rather than an index error.
 
 #include <torch/extension.h>
 
@@ -183,7 +185,7 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
         for (int64_t d = 0; d < v_dim; ++d) out_row[d] = acc_row[d] * inverse;
         lse_data[first_row + r] = total > 0.0f ? maxima[r] + std::log(total) : kNegInf;
         max_data[first_row + r] = maxima[r];
-        arg_data[first_row + r] = first[r];
+        arg_data[first_row + r] = std::max<int64_t>(first[r], 0);
       }
     }
   });
