@@ -91,6 +91,14 @@ def test_masked_keys_do_not_matter_and_bias_is_added():
 
 
 @pytest.mark.parametrize("normalizer", FLASH_NORMALIZERS)
+def test_a_float_mask_of_another_dtype_than_the_inputs(normalizer):
+    q, k, v = qkv(17)
+    bias = torch.where(key_padding(), torch.randn(70, generator=torch.Generator().manual_seed(18)), float("-inf"))
+    out = assert_fast_matches_eager(q, k, v, normalizer=normalizer, causal=True, attn_mask=bias.double())[0]
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("normalizer", FLASH_NORMALIZERS)
 def test_causal_with_fewer_queries_than_keys_is_aligned_to_the_end(normalizer):
     q, _, _ = qkv(3, q_len=5)
     _, k, v = qkv(4)

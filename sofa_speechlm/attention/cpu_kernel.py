@@ -88,14 +88,12 @@ def load():
 def fused_forward(q, k, v, mask, causal, scale):
     """(softmax(S)V, lse, row max, first argmax) from the fused kernel in fp32, or None if unavailable.
 
-    mask: None or an additive fp32 mask broadcastable to [B, H, Lq, Lk] (-inf forbids a key);
-    causal: the top-left triangle, for Lq == Lk.
+    mask: None or an additive fp32 mask [B or 1, H or 1, Lq, Lk] (-inf forbids a key), as
+    masks.additive_mask makes it; causal: the top-left triangle, for Lq == Lk.
     """
     module = load()
     if module is None:
         return None
-    if mask is not None:
-        mask = mask.float().expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-        if mask.stride(-1) != 1:
-            mask = mask.contiguous()
+    if mask is not None and mask.stride(-1) != 1:  # the kernel reads each row's keys contiguously
+        mask = mask.contiguous()
     return module.forward(q.float(), k.float(), v.float(), mask, causal, scale, Q_BLOCK, KV_BLOCK)

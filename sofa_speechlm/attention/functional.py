@@ -38,7 +38,7 @@ def eager_attention(q, k, v, *, normalizer="sofa", causal=True, attn_mask=None, 
     compute = torch.promote_types(q.dtype, torch.float32)  # fp32 accumulation, or fp64 for fp64 inputs
     scores = torch.matmul(q.to(compute), k.to(compute).transpose(-1, -2)) * scale
     if bias is not None:
-        scores = scores + bias
+        scores = scores + bias.to(compute)  # an fp64 mask must not turn fp32 scores into fp64
     if allowed is None:
         allowed = torch.ones((), dtype=torch.bool, device=q.device)
     weights = attention_weights(normalizer, scores, allowed, **options)

@@ -59,6 +59,7 @@ def additive_mask(attn_mask: torch.Tensor | None, causal: bool, q_len: int, k_le
         return None, causal
     kernel_causal = causal and q_len == k_len
     allowed, bias = split_mask(attn_mask, causal and not kernel_causal, q_len, k_len, device)
+    bias = None if bias is None else bias.float()  # an fp64 mask too: the kernels take fp32
     if allowed is None:
         return bias, kernel_causal
     zeros = torch.zeros((), device=device) if bias is None else bias
