@@ -3,10 +3,10 @@
 from sofa_speechlm.vocoder.checkpoint import load_generator, save_published
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
 from sofa_speechlm.vocoder.generator import CodeHiFiGANGenerator
-from sofa_speechlm.vocoder.synthesis import synthesize
+from sofa_speechlm.vocoder.synthesis import UnitVocoder, load_vocoder, synthesize
 from sofa_speechlm.vocoder.units import parse_units, read_units
 
 __all__ = [
     "CodeHiFiGANGenerator", "VocoderConfig", "VocoderConfigError", "load_generator", "parse_units",
-    "read_units", "save_published", "synthesize",
+    "read_units", "save_published", "synthesize", "UnitVocoder", "load_vocoder",
 ]

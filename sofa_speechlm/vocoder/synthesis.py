@@ -6,12 +6,38 @@ repeating their last unit and their output is cut back to frames * code_hop_size
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from sofa_speechlm.vocoder.generator import CodeHiFiGANGenerator
+
+GENERATOR_FILE = "generator.pth"
+
+
+class UnitVocoder:
+    """What stage 6 and `bin.vocode` need of any vocoder kind: 50 Hz units in, waveforms out."""
+
+    def __init__(self, generator: CodeHiFiGANGenerator):
+        self.generator = generator
+        self.sampling_rate = generator.config.sampling_rate
+        self.num_embeddings = generator.config.num_embeddings
+
+    def synthesize(
+        self, utterances: dict[str, torch.Tensor], batch_size: int = 8
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """(utt_id, float32 waveform at `sampling_rate`) per utterance of 50 Hz units."""
+        return synthesize(self.generator, utterances, batch_size)
+
+
+def load_vocoder(vocoder_dir: str | Path, device: str = "cpu") -> UnitVocoder:
+    """The vocoder that stage 2b left in `vocoder_dir` (generator.pth + config.json)."""
+    from sofa_speechlm.vocoder.checkpoint import load_generator
+
+    generator = load_generator(Path(vocoder_dir) / GENERATOR_FILE).to(device).remove_weight_norm()
+    return UnitVocoder(generator)
 
 
 @torch.inference_mode()

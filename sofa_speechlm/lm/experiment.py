@@ -1,0 +1,52 @@
+"""A trained stage-4 experiment as stages 5 and 6 use it: the full-weight model files and the
+HuggingFace causal LM inside, with its token list and sentencepiece model.
+
+Adapter experiments (lora/qlora) are used through their merged export (`<exp>/merged`), which
+stage 4 writes; full fine-tuning experiments through ESPnet's averaged `valid.loss.ave.pth`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+MERGED_DIR = "merged"
+AVERAGED_MODEL = "valid.loss.ave.pth"
+
+
+@dataclass
+class LMExperiment:
+    """The files of one stage-4 experiment that hold full weights."""
+
+    exp_dir: Path
+    train_config: Path
+    model_file: Path
+
+    @classmethod
+    def find(cls, exp_dir: str | Path) -> "LMExperiment":
+        """The merged export when there is one, else the averaged full-weight checkpoint."""
+        exp_dir = Path(exp_dir)
+        merged = exp_dir / MERGED_DIR
+        if (merged / "config.yaml").is_file() and (merged / "model.pth").is_file():
+            return cls(exp_dir, merged / "config.yaml", merged / "model.pth")
+        config, model = exp_dir / "config.yaml", exp_dir / AVERAGED_MODEL
+        for path in (config, model):
+            if not path.is_file():
+                raise FileNotFoundError(f"{exp_dir}: {path.name} is missing: is it a finished stage-4 LM experiment?")
+        return cls(exp_dir, config, model)
+
+    def load(self, device: str = "cpu") -> tuple[torch.nn.Module, argparse.Namespace]:
+        """(HuggingFace causal LM with its attention switched, ESPnet training args)."""
+        from sofa_speechlm.tasks.lm import SofaLMTask
+
+        model, train_args = SofaLMTask.build_model_from_file(self.train_config, self.model_file, device)
+        lm = model.lm
+        if getattr(lm, "finetune", "full") != "full":
+            raise ValueError(
+                f"{self.train_config}: finetune '{lm.finetune}' holds adapters; use the merged export "
+                f"({self.exp_dir / MERGED_DIR}, written by stage 4 / bin.lm_export)"
+            )
+        return lm.model.eval(), train_args
