@@ -1,6 +1,6 @@
 """Learnable equivalent transformation of one decoder layer (OmniQuant's LET, AffineQuant's matrices).
 
-``LayerTransform(layout, layer, stats, ...)`` holds the learnable scales, shifts and matrices of a
+``LayerTransform(layout, params, stats, ...)`` holds the learnable scales, shifts and matrices of a
 layer and maps the layer's full-precision parameters to transformed ones (``forward(params)``)
 with the fold functions of ``transforms``; the blockwise trainer calls it at every step and once
 more for the final fold, so training and deployment use the same transform.
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import transforms
+from . import learned_transforms as transforms
+from .architectures import architecture
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class LetLayout:
     num_kv_heads: int
     head_dim: int
     rotary: bool  # q/k scales must be tied on rotary pairs (j, j + head_dim/2)
-    post_norm: bool  # norm after the residual add (OPT-350m): norm pairs cannot be folded
+    post_norm: bool  # norm after the residual add (OPT-350m): norm-pair scales become linear input scales
 
     @property
     def groups(self) -> int:
@@ -39,11 +40,11 @@ def smooth_scale(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: f
 class LayerTransform(nn.Module):
     """Learnable transform of one layer.
 
-    ``stats[linear]`` = dict(absmax, min, max) per input channel of that linear on the calibration
-    data. ``shift``: fold per-channel shifts too (norm pairs with a bias, v->out when
+    ``stats[linear]``: the ``calibration.ChannelStats`` (absmax, min, max per input channel) of
+    that linear's input on the calibration data. ``shift``: fold per-channel shifts too (norm pairs with a bias, v->out when
     ``shift_heads``); ``affine_heads``/``affine_query_key``: AffineQuant matrices (initialised from
     the diagonal LET scale / identity) instead of diagonal scales; the matrices are multiplied by
-    ``self.mask`` (set per epoch by the trainer) before use.
+    ``heads_mask`` (set per epoch by the trainer through ``set_mask``) before use.
     """
 
     def __init__(self, layout: LetLayout, params: dict, stats: dict, *, alpha: float, shift: bool,
@@ -53,21 +54,20 @@ class LayerTransform(nn.Module):
         self.norm_names = []
         self.norm_scales = nn.ParameterList()
         self.norm_shifts = nn.ParameterList()
-        self.use_norm_pairs = not layout.post_norm
-        for norm, linears in layout.norm_pairs if self.use_norm_pairs else ():
+        for norm, linears in layout.norm_pairs:
             first = linears[0]
-            scale = smooth_scale(stats[first]["absmax"], params[f"{first}.weight"].abs().amax(dim=0), alpha)
+            scale = smooth_scale(stats[first].absmax, params[f"{first}.weight"].abs().amax(dim=0), alpha)
             self.norm_names.append((norm, linears))
             self.norm_scales.append(nn.Parameter(scale.clone()))
-            has_bias = f"{norm}.bias" in params
-            if shift and has_bias:
-                self.norm_shifts.append(nn.Parameter(((stats[first]["max"] + stats[first]["min"]) / 2).clone()))
+            # Post-norm layers take the scale as an explicit input division (QuantLinear.input_scale), which has no shift.
+            if shift and f"{norm}.bias" in params and not layout.post_norm:
+                self.norm_shifts.append(nn.Parameter(((stats[first].max + stats[first].min) / 2).clone()))
             else:
                 self.norm_shifts.append(nn.Parameter(torch.zeros(0), requires_grad=False))
         v_proj, o_proj = layout.heads_pair
         kv, d, g = layout.num_kv_heads, layout.head_dim, layout.groups
         o_stats = stats[o_proj]
-        act = o_stats["absmax"].view(kv, g, d).amax(dim=1)
+        act = o_stats.absmax.view(kv, g, d).amax(dim=1)
         wmax = params[f"{o_proj}.weight"].abs().amax(dim=0).view(kv, g, d).amax(dim=1)
         heads_scale = smooth_scale(act, wmax, alpha)
         self.affine_heads = affine_heads
@@ -76,7 +76,7 @@ class LayerTransform(nn.Module):
         else:
             self.heads = nn.Parameter(heads_scale.clone())
         if shift_heads:
-            midpoint = ((o_stats["max"] + o_stats["min"]) / 2).view(kv, g, d).mean(dim=1).reshape(-1)
+            midpoint = ((o_stats.max + o_stats.min) / 2).view(kv, g, d).mean(dim=1).reshape(-1)
             self.heads_shift = nn.Parameter(midpoint.clone())
         else:
             self.heads_shift = None
@@ -104,8 +104,12 @@ class LayerTransform(nn.Module):
         layout = self.layout
         out = dict(params)
         for (norm, linears), scale, shift in zip(self.norm_names, self.norm_scales, self.norm_shifts):
-            out = transforms.fold_norm_pair(out, norm, linears, transforms.clamp_scale(scale),
-                                            shift if shift.numel() else None)
+            scale = transforms.clamp_scale(scale)
+            if layout.post_norm:
+                out = transforms.fold_input_transform(out, linears, scale)
+                out.update({f"{linear}.input_scale": scale for linear in linears})
+            else:
+                out = transforms.fold_norm_pair(out, norm, linears, scale, shift if shift.numel() else None)
         heads, query_key = self.matrices_masked()
         v_proj, o_proj = layout.heads_pair
         if heads is None:
@@ -125,21 +129,10 @@ class LayerTransform(nn.Module):
 
 
 def layout_of(model) -> LetLayout:
-    """The LET layout of an HF OPT or Qwen2 causal LM's decoder layers."""
+    """The LET layout of a causal LM's decoder layers, read from the PTQ architecture table."""
+    arch = architecture(model)
     config = model.config
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    if config.model_type == "opt":
-        return LetLayout(
-            norm_pairs=(("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-                        ("final_layer_norm", ("fc1",))),
-            heads_pair=("self_attn.v_proj", "self_attn.out_proj"), query_key=("self_attn.q_proj", "self_attn.k_proj"),
-            num_heads=heads, num_kv_heads=heads, head_dim=head_dim, rotary=False,
-            post_norm=not config.do_layer_norm_before)
-    if config.model_type == "qwen2":
-        return LetLayout(
-            norm_pairs=(("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
-                        ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))),
-            heads_pair=("self_attn.v_proj", "self_attn.o_proj"), query_key=("self_attn.q_proj", "self_attn.k_proj"),
-            num_heads=heads, num_kv_heads=config.num_key_value_heads, head_dim=head_dim, rotary=True, post_norm=False)
-    raise ValueError(f"no LET layout for model type {config.model_type!r}; supported: opt, qwen2")
+    return LetLayout(
+        norm_pairs=arch.smoothing, heads_pair=arch.value_output, query_key=arch.query_key,
+        num_heads=config.num_attention_heads, num_kv_heads=config.num_attention_heads // arch.kv_groups(config),
+        head_dim=arch.head_dim(config), rotary=arch.rotary, post_norm=arch.post_ln(config))
