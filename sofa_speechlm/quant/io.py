@@ -5,7 +5,7 @@ Layout of a variant dir:
   model.safetensors    every tensor of the model, except that each quantized linear weight is
                        replaced by ``<linear>.qweight`` (uint8 packed codes), ``<linear>.qscale``
                        (fp32, one per row or row-group) and, when asymmetric, ``<linear>.qzero``
-                       (uint8); SmoothQuant's post-LN pre-scales are ``<linear>.input_scale``
+                       (uint8); post-LN pre-transforms are ``<linear>.input_scale`` / ``input_shift``
   quant_config.yaml    method, setting, bits, hyperparameters, calibration, execution, source, ...
   .done                written last: a dir without it is incomplete
 Tied embeddings are stored once. Reloading rebuilds the model from config.json, re-installs the
@@ -133,8 +133,9 @@ def load_quantized(path, device: str = "cpu", execution: Optional[str] = None):
     state = load_file(str(path / WEIGHTS))
     modules = dict(quant_linears(model))
     for name, module in modules.items():
-        if f"{name}.input_scale" in state:  # a buffer that is None until a method sets it
-            module.input_scale = state[f"{name}.input_scale"].clone()
+        for buffer in ("input_scale", "input_shift"):  # buffers that are None until a method sets them
+            if f"{name}.{buffer}" in state:
+                setattr(module, buffer, state[f"{name}.{buffer}"].clone())
         if f"{name}.qweight" in state:
             quantizer = module.weight_quantizer
             codes = unpack_codes(state.pop(f"{name}.qweight"), quantizer.bits, quantizer.symmetric, module.in_features)

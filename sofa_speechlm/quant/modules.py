@@ -1,10 +1,10 @@
 """QuantLinear: an nn.Linear with fake-quantized input and weight, the unit every method edits.
 
-forward(x) = F.linear(act_quantizer(x / input_scale), weight_quantizer(weight), bias)
+forward(x) = F.linear(act_quantizer((x - input_shift) / input_scale), weight_quantizer(weight), bias)
 
-- ``input_scale`` (optional buffer, per input channel): an explicit smoothing pre-scale for
-  linears whose input cannot absorb a factor (OPT post-LN SmoothQuant); the weight is stored
-  already multiplied by it, so with quantizers disabled the output equals the original linear's.
+- ``input_scale`` / ``input_shift`` (optional buffers, per input channel): an explicit smoothing
+  pre-transform for linears whose input cannot absorb it (OPT post-LN); the weight and bias are
+  stored already compensated, so with quantizers disabled the output equals the original's.
 - ``freeze()`` replaces the weight by its quantized-dequantized value and keeps the integer grid
   (codes, scale, zero) for saving; afterwards the weight quantizer is no longer applied (it
   would be idempotent anyway), which makes a saved and reloaded model bit-identical.
@@ -33,6 +33,7 @@ class QuantLinear(nn.Module):
         self.weight_quantizer = WeightQuantizer(w_bits, w_symmetric, group_size)
         self.act_quantizer = ActQuantizer(a_bits, a_symmetric)
         self.register_buffer("input_scale", None)
+        self.register_buffer("input_shift", None)
         self.frozen = False
         self.grid: Optional[tuple] = None  # (codes int16 [out, in], scale [out*groups, 1], zero or None) once frozen
         self.kernel: Optional[nn.Module] = None
@@ -48,14 +49,24 @@ class QuantLinear(nn.Module):
                 module.bias.copy_(linear.bias)
         return module
 
-    def set_input_scale(self, scale: torch.Tensor) -> None:
-        """Apply an input pre-scale s (x -> x / s) and fold s into the weight columns (W -> W diag(s)).
-
-        Composes with an existing pre-scale."""
+    @torch.no_grad()
+    def set_input_smoothing(self, scale: torch.Tensor, shift: Optional[torch.Tensor] = None) -> None:
+        """Make the linear see (x - shift) / scale, exactly compensated: b -> b + W shift,
+        W -> W diag(scale). Composes with an earlier pre-transform (applied first)."""
         scale = scale.detach().to(self.weight).clone()
-        with torch.no_grad():
-            self.weight.mul_(scale)
+        if shift is not None:
+            shift = shift.detach().to(self.weight).clone()
+            if self.bias is None:
+                raise ValueError("an input shift needs a linear with a bias to absorb it")
+            self.bias.add_(self.weight @ shift)
+            previous = self.input_scale if self.input_scale is not None else 1.0
+            self.input_shift = shift * previous + (self.input_shift if self.input_shift is not None else 0.0)
+        self.weight.mul_(scale)
         self.input_scale = scale if self.input_scale is None else self.input_scale * scale
+
+    def set_input_scale(self, scale: torch.Tensor) -> None:
+        """x -> x / s, W -> W diag(s) (SmoothQuant on a post-LN input)."""
+        self.set_input_smoothing(scale)
 
     def set_quantizers(self, enabled: bool) -> None:
         self.weight_quantizer.enabled = enabled
@@ -71,6 +82,7 @@ class QuantLinear(nn.Module):
             self.frozen = True
             return
         self.set_grid(*self.weight_quantizer.params(self.weight))
+        self.weight_quantizer.clipper = None  # folded into the grid; a clipper's parameters are not saved
 
     @torch.no_grad()
     def set_grid(self, codes: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor]) -> None:
@@ -82,12 +94,22 @@ class QuantLinear(nn.Module):
         self.grid = (codes.to(torch.int16), scale.detach(), zero.detach() if zero is not None else None)
         self.frozen = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_transform(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_shift is not None:
+            x = x - self.input_shift.to(x.dtype)
         if self.input_scale is not None:
             x = x / self.input_scale.to(x.dtype)
+        return x
+
+    def forward_with(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The simulated forward with another (e.g. transformed, trainable) weight and bias, for
+        methods that learn transforms before folding them into ``weight``/``bias``."""
+        return F.linear(self.act_quantizer(self.pre_transform(x)), self.weight_quantizer(weight), bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel is not None:
-            return self.kernel(x)
-        return F.linear(self.act_quantizer(x), self.quantized_weight(), self.bias)
+            return self.kernel(self.pre_transform(x))
+        return F.linear(self.act_quantizer(self.pre_transform(x)), self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
