@@ -57,7 +57,7 @@ INPUT_IDS = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_
 
 
 def relative_error(a, b):
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 @torch.no_grad()

@@ -132,8 +132,8 @@ def _fold(layer, params: dict):
     for name, value in params.items():
         module_name, _, leaf = name.rpartition(".")
         module = layer.get_submodule(module_name) if module_name else layer
-        if leaf == "input_scale":
-            module.input_scale = value.detach().clone()
+        if leaf in ("input_scale", "input_shift"):  # buffers that are None until set
+            setattr(module, leaf, value.detach().clone())
         else:
             getattr(module, leaf).copy_(value)
 

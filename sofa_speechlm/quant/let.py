@@ -25,7 +25,7 @@ class LetLayout:
     num_kv_heads: int
     head_dim: int
     rotary: bool  # q/k scales must be tied on rotary pairs (j, j + head_dim/2)
-    post_norm: bool  # norm after the residual add (OPT-350m): norm-pair scales become linear input scales
+    post_norm: bool  # norm after the residual add (OPT-350m): norm pairs become the linears' input transforms
 
     @property
     def groups(self) -> int:
@@ -59,8 +59,9 @@ class LayerTransform(nn.Module):
             scale = smooth_scale(stats[first].absmax, params[f"{first}.weight"].abs().amax(dim=0), alpha)
             self.norm_names.append((norm, linears))
             self.norm_scales.append(nn.Parameter(scale.clone()))
-            # Post-norm layers take the scale as an explicit input division (QuantLinear.input_scale), which has no shift.
-            if shift and f"{norm}.bias" in params and not layout.post_norm:
+            # Post-norm layers take scale and shift as the linears' explicit input transform
+            # (QuantLinear.input_shift / input_scale) instead of folding them into the norm.
+            if shift and f"{norm}.bias" in params:
                 self.norm_shifts.append(nn.Parameter(((stats[first].max + stats[first].min) / 2).clone()))
             else:
                 self.norm_shifts.append(nn.Parameter(torch.zeros(0), requires_grad=False))
@@ -105,11 +106,14 @@ class LayerTransform(nn.Module):
         out = dict(params)
         for (norm, linears), scale, shift in zip(self.norm_names, self.norm_scales, self.norm_shifts):
             scale = transforms.clamp_scale(scale)
+            shift = shift if shift.numel() else None
             if layout.post_norm:
-                out = transforms.fold_input_transform(out, linears, scale)
+                out = transforms.fold_input_transform(out, linears, scale, shift)
                 out.update({f"{linear}.input_scale": scale for linear in linears})
+                if shift is not None:
+                    out.update({f"{linear}.input_shift": shift for linear in linears})
             else:
-                out = transforms.fold_norm_pair(out, norm, linears, scale, shift if shift.numel() else None)
+                out = transforms.fold_norm_pair(out, norm, linears, scale, shift)
         heads, query_key = self.matrices_masked()
         v_proj, o_proj = layout.heads_pair
         if heads is None:

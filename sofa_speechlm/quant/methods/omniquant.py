@@ -10,8 +10,8 @@ does it, with these choices:
   trains with a different, inexact v-transform and deploys the exact one).
 - the v -> out shift only where attention rows sum to 1 (softmax): with SOFA (softmax1) a shift
   of the values does not pass through attention unchanged. No shift on RMSNorm (Qwen2).
-- OPT post-LN (OPT-350m): the norm-pair scale is an explicit input division of the linears
-  (QuantLinear.input_scale) without shift. Qwen2: q/k scales tied on rotary pairs (j, j+d/2),
+- OPT post-LN (OPT-350m): the norm's output also feeds the residual, so the norm-pair scale and
+  shift become the linears' explicit input transform (QuantLinear.input_shift / input_scale). Qwen2: q/k scales tied on rotary pairs (j, j+d/2),
   v -> out scale per KV head, repeated over the query heads of its group.
 - weights and activations asymmetric (the reference quantizer); LET and shifts only when the
   activations are quantized (the reference's weight-only scripts use LWC alone).
