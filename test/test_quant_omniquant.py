@@ -37,7 +37,8 @@ def test_value_shift_is_not_exact_under_sofa():
 
 def test_defaults_follow_the_papers():
     config = make_config("omniquant", "W4A4")
-    assert (config.group_size, config.epochs, config.let_lr, config.lwc_lr, config.alpha) == (128, 20, 5e-3, 1e-2, 0.5)
+    assert (config.group_size, config.epochs, config.let_lr, config.lwc_lr, config.alpha) == (128, 20, 5e-3, 1e-2, 0.75)
+    assert make_config("omniquant", "W8A8").alpha == 0.5 and config.train_batch_size == 1
     assert config.let and config.lwc and config.shift and not config.w_symmetric and not config.a_symmetric
     weight_only = make_config("omniquant", "W4A16")
     assert weight_only.lwc and not weight_only.let and not weight_only.shift

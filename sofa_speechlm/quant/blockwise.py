@@ -46,6 +46,7 @@ class BlockwiseOptions:
     affine_heads: bool = False        # AffineQuant: v->out matrices instead of diagonal scales
     affine_query_key: bool = False    # AffineQuant: q/k matrices (not with rotary embeddings)
     stability_factor: Optional[float] = None  # AffineQuant gradual mask off-diagonal value
+    batch_size: Optional[int] = 1     # sequences per training step (None: the calibration batches as given)
 
 
 def attention_sums_to_one(model) -> bool:
@@ -65,15 +66,31 @@ def _run(layer, hidden, kwargs, params=None):
     return _output(functional_call(layer, params, (hidden,), kwargs, strict=False))
 
 
-def _split_inputs(captured):
+def _rows(value, start: int, stop: int, batch: int):
+    """Rows start:stop of a captured layer argument: tensors (or tuples of tensors, as Qwen2's
+    position embeddings) of two or more dims whose first dim is the batch; others are shared."""
+    if isinstance(value, tuple):
+        return tuple(_rows(v, start, stop, batch) for v in value)
+    if torch.is_tensor(value) and value.dim() >= 2 and value.shape[0] == batch:
+        return value[start:stop]
+    return value
+
+
+def _split_inputs(captured, batch_size: Optional[int] = None):
+    """(hidden states, layer kwargs) per training step: the captured calibration batches cut into
+    micro-batches of ``batch_size`` sequences (None: as captured)."""
     hiddens, kwargs_list = [], []
     for args, kwargs in captured:
         kwargs = dict(kwargs)
         hidden = args[0] if args else kwargs.pop("hidden_states")
         kwargs.pop("past_key_values", None)
         kwargs["use_cache"] = False
-        hiddens.append(hidden)
-        kwargs_list.append(kwargs)
+        batch = hidden.shape[0]
+        step = batch_size or batch
+        for start in range(0, batch, step):
+            stop = min(start + step, batch)
+            hiddens.append(hidden[start:stop])
+            kwargs_list.append({k: _rows(v, start, stop, batch) for k, v in kwargs.items()})
     return hiddens, kwargs_list
 
 
@@ -151,7 +168,7 @@ def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOpt
                        method)
     affine_query_key = options.affine_query_key and not layout.rotary
     shift_heads = options.let and options.shift and attention_sums_to_one(model)
-    hiddens, kwargs_list = _split_inputs(capture_layer_inputs(model, calibration, method))
+    hiddens, kwargs_list = _split_inputs(capture_layer_inputs(model, calibration, method), options.batch_size)
     quantized_inputs = [h.clone() for h in hiddens]
     records = []
     layers = decoder_layers(model, method)

@@ -15,7 +15,9 @@ does it, with these choices:
   v -> out scale per KV head, repeated over the query heads of its group.
 - weights and activations asymmetric (the reference quantizer); LET and shifts only when the
   activations are quantized (the reference's weight-only scripts use LWC alone).
-- AdamW without weight decay, LET lr 5e-3, LWC lr 1e-2, 20 epochs (the paper scripts), fp32.
+- AdamW without weight decay, LET lr 5e-3, LWC lr 1e-2, 20 epochs, one calibration sequence per
+  step (the reference scripts), fp32; alpha 0.75 at W4A4 (the reference's OPT W4A4 scripts),
+  0.5 otherwise.
 """
 from __future__ import annotations
 
@@ -32,12 +34,13 @@ class OmniQuantConfig(QuantConfig):
     a_symmetric: bool = False
     group_size: Optional[int] = 128
     epochs: int = 20
-    alpha: float = 0.5            # LET init migration strength (0.75 in the reference OPT W4A4 scripts)
+    alpha: Optional[float] = None  # LET init migration strength; None: 0.75 at 4-bit activations, else 0.5
     let: Optional[bool] = None    # None: on when activations are quantized
     lwc: bool = True
     shift: Optional[bool] = None  # None: on when activations are quantized
     let_lr: float = 5e-3
     lwc_lr: float = 1e-2
+    train_batch_size: int = 1     # calibration sequences per training step (the reference's batch size 1)
 
     needs_calibration = True
 
@@ -48,6 +51,10 @@ class OmniQuantConfig(QuantConfig):
             self.let = self.a_bits < 16
         if self.shift is None:
             self.shift = self.a_bits < 16
+        if self.alpha is None:
+            self.alpha = 0.75 if self.a_bits <= 4 else 0.5
+        if self.train_batch_size < 1:
+            raise QuantConfigError(f"{name}: train_batch_size must be >= 1, got {self.train_batch_size}")
         if not 0.0 <= self.alpha <= 1.0:
             raise QuantConfigError(f"{name}: alpha must lie in [0, 1], got {self.alpha}")
         if self.epochs < 0:
@@ -58,7 +65,7 @@ class OmniQuantConfig(QuantConfig):
 
     def blockwise_options(self) -> BlockwiseOptions:
         return BlockwiseOptions(epochs=self.epochs, let=self.let, lwc=self.lwc and self.w_bits < 16, alpha=self.alpha,
-                                let_lr=self.let_lr, lwc_lr=self.lwc_lr, shift=self.shift)
+                                let_lr=self.let_lr, lwc_lr=self.lwc_lr, shift=self.shift, batch_size=self.train_batch_size)
 
 
 @register_method("omniquant", OmniQuantConfig, "OmniQuant: learnable weight clipping + equivalent transformation, layer by layer")
