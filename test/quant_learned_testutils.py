@@ -43,10 +43,12 @@ def model_with_attention(family, normalizer):
     return apply_attention(MODELS[family](), normalizer)
 
 
-# A SOFA OPT (pre-LN and post-LN) and a vanilla one (HF's own SDPA attention, as stage 4 leaves it).
-SOFA_AND_VANILLA = {"sofa": lambda: model_with_attention("opt", "sofa"),
-                    "sofa_post_ln": lambda: model_with_attention("opt_post_ln", "sofa"),
-                    "vanilla": tiny_opt}
+# SOFA OPTs (pre-LN and post-LN), a vanilla one (HF's own SDPA attention, as stage 4 leaves it)
+# and a SOFA Qwen2.
+TINY_LMS = {"sofa": lambda: model_with_attention("opt", "sofa"),
+            "sofa_post_ln": lambda: model_with_attention("opt_post_ln", "sofa"),
+            "vanilla": tiny_opt,
+            "qwen2_sofa": lambda: model_with_attention("qwen2", "sofa")}
 
 
 def calibration(batches=4, length=32):
