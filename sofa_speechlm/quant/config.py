@@ -128,6 +128,6 @@ def config_from_dict(data: dict) -> QuantConfig:
 
 
 def variant_name(config: QuantConfig, preset: Optional[str] = None) -> str:
-    """Stage-5 dir name: ``<method>[_<preset>]_<setting>`` lowercased (e.g. smoothquant_clip1_w8a8)."""
-    parts = [config.method] + ([preset] if preset else []) + [config.setting]
+    """Stage-5 dir name: ``<method or preset>_<setting>`` lowercased (e.g. rtn_w4a16, smoothquant_clip1_w8a8)."""
+    parts = [preset or config.method, config.setting]
     return re.sub(r"[^a-z0-9_]+", "_", "_".join(parts).lower())
