@@ -56,8 +56,8 @@ class QuantConfig:
         return dataclasses.asdict(self)
 
     def hyperparameters(self) -> dict:
-        """Everything but method and setting (what quant_config.yaml records as hyperparameters)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("method", "setting")}
+        """Everything but method, setting and bits (what quant_config.yaml records as hyperparameters)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("method", "setting", "w_bits", "a_bits")}
 
     def validate(self) -> None:
         if self.group_size is not None and self.group_size <= 0:
