@@ -6,7 +6,7 @@
 
 Writes one dir per variant (``<output_dir>/<method>_<setting>/``, see sofa_speechlm.quant.io);
 finished variants are skipped; a failing variant is removed, the others still run, and the
-exit status is non-zero. ``--summary DIR ...`` only prints the table of existing variants.
+exit status is non-zero. ``python -m sofa_speechlm.bin.ptq_summary DIR ...`` prints the table.
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib_batch_size", type=int, default=None, help="windows per batch (default: ptq_config, else 16)")
     parser.add_argument("--seed", type=int, default=None, help="calibration sampling seed (default: ptq_config, else 0)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--summary", nargs="+", default=None, metavar="PTQ_DIR", help="only print the table of these ptq dirs")
     parser.add_argument("--log_level", default="INFO", help="logging level")
     return parser
 
@@ -71,11 +70,9 @@ def main(cmd=None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)
     from sofa_speechlm.quant.plan import plan_variants, read_ptq_config
-    from sofa_speechlm.quant.runner import format_table, is_up_to_date, run_all, sha256_of_file, sha256_of_lines, summary_rows
+    from sofa_speechlm.bin.ptq_summary import format_table, summary_rows
+    from sofa_speechlm.quant.runner import is_up_to_date, run_all, sha256_of_file, sha256_of_lines
 
-    if args.summary:
-        print(format_table(summary_rows(args.summary)))
-        return
     if not args.output_dir:
         raise ValueError("--output_dir is required")
     ptq_config = read_ptq_config(args.ptq_config)

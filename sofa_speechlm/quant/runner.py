@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from .core import quantize
-from .io import QUANT_CONFIG, dir_size, is_complete, read_quant_config, save_quantized
+from .io import is_complete, read_quant_config, save_quantized
 from .plan import Variant
 
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"  # ESPnet's, as bin.setup_logging
@@ -91,35 +91,6 @@ def run_all(fp_model, variants, output_dir, calibration, calibration_record, sou
             logging.getLogger().removeHandler(handler)
             handler.close()
     return failed
-
-
-def summary_rows(ptq_dirs) -> list[dict]:
-    """One row per complete variant under the given ``ptq`` dirs (for the stage-5 summary)."""
-    rows = []
-    for ptq_dir in ptq_dirs:
-        ptq_dir = Path(ptq_dir)
-        for variant_dir in sorted(p for p in ptq_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if not (variant_dir / QUANT_CONFIG).is_file():
-                continue
-            record = read_quant_config(variant_dir)
-            rows.append({
-                "lm": ptq_dir.parent.name,
-                "variant": variant_dir.name,
-                "method": record["method"],
-                "setting": record["setting"],
-                "execution": record["execution"],
-                "size_mb": round(dir_size(variant_dir) / 2**20, 3),
-                "time_s": record.get("time_s"),
-                "complete": is_complete(variant_dir),
-            })
-    return rows
-
-
-def format_table(rows) -> str:
-    header = ["lm", "variant", "method", "setting", "execution", "size_mb", "time_s", "complete"]
-    table = [header] + [[str(row[k]) for k in header] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in table)
 
 
 def fp_weight_bytes(model: torch.nn.Module) -> int:
