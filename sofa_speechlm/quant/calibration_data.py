@@ -2,15 +2,16 @@
 
 Sampling: for each task file (``<lm_text_dir>/<task>.txt``, Kaldi ``uttid line`` tables) the
 lines are shuffled with ``seed``, tokenized as in training (ESPnet's sentencepiece tokenizer and
-token list) and each prefixed with ``<sos/eos>`` (the last token id), then concatenated and cut
-into consecutive windows of ``seqlen`` tokens. Every task contributes the same number of windows
+token list) and each prefixed with ``<sos/eos>`` (the last token id); consecutive lines fill a
+window of ``seqlen`` tokens, the line that overflows it is cut, and the next window starts with
+the next line. Every task contributes the same number of windows
 (``nsamples`` split evenly; the first ``nsamples % tasks`` tasks one more), so the calibration
 set is balanced over textLM, speechLM, ASR and TTS; windows are interleaved task by task and
 grouped into batches of ``batch_size`` (the last batch may be smaller).
 
 Why packing, not padding: the lines are short utterances, and ``quantize`` takes plain token-id
 batches [batch, length] without masks; packing wastes no tokens on padding, and every window
-starts at a line boundary with ``<sos/eos>``, exactly like a training sequence.
+starts at a line boundary with ``<sos/eos>``, like a training sequence.
 """
 from __future__ import annotations
 
@@ -34,18 +35,17 @@ def _windows_for_task(path: Path, encode, sos_eos_id: int, count: int, seqlen: i
     if not lines:
         raise CalibrationError(f"calibration: {path} is empty")
     random.Random(seed).shuffle(lines)
-    needed, stream = count * seqlen, []
+    windows, pending = [], []
     for line in lines:
-        stream.append(sos_eos_id)
-        stream.extend(encode(line))
-        if len(stream) >= needed:
-            break
-    if len(stream) < needed:
-        raise CalibrationError(
-            f"calibration: too little data in {path}: {len(stream)} tokens in {len(lines)} lines, "
-            f"{count} window(s) of {seqlen} tokens need {needed}; lower the number of samples or the sequence length")
-    ids = torch.tensor(stream[:needed], dtype=torch.long)
-    return list(ids.view(count, seqlen))
+        pending += [sos_eos_id, *encode(line)]
+        if len(pending) >= seqlen:  # the window is full: the rest of its last line is dropped
+            windows.append(torch.tensor(pending[:seqlen], dtype=torch.long))
+            pending = []
+            if len(windows) == count:
+                return windows
+    raise CalibrationError(
+        f"calibration: too little data in {path}: its {len(lines)} lines fill {len(windows)} window(s) of {seqlen} "
+        f"tokens, {count} needed; lower the number of samples or the sequence length")
 
 
 def lm_text_calibration(lm_text_dir, encode: Callable[[str], Sequence[int]], sos_eos_id: int, nsamples: int,
@@ -73,7 +73,7 @@ def lm_text_calibration(lm_text_dir, encode: Callable[[str], Sequence[int]], sos
         "seqlen": seqlen,
         "batch_size": batch_size,
         "seed": seed,
-        "packing": "lines shuffled per task, each <sos/eos>-prefixed, concatenated, cut into seqlen windows",
+        "packing": "lines shuffled per task, each <sos/eos>-prefixed, packed into seqlen windows that start at a line",
         "sha256": hashlib.sha256(samples.numpy().tobytes()).hexdigest(),
     }
     return batches, record

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from .config import config_from_dict
-from .modules import QuantLinear, quant_linears, set_quantizers
+from .modules import quant_linears, set_quantizers
 
 WEIGHTS = "model.safetensors"
 QUANT_CONFIG = "quant_config.yaml"
