@@ -36,8 +36,9 @@ lm_configs="conf/lm/tiny_sofa_full.yaml conf/lm/tiny_vanilla_full.yaml"  # LM co
 pretrained_lm=""        # local HuggingFace dir of the pretrained text LM; config's choice when empty
 ngpu=0                  # GPUs for training (ESPnet's --ngpu)
 # Stage 5: post-training quantization
-ptq_methods="rtn smoothquant"  # PTQ methods: rtn smoothquant affinequant omniquant
-ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16
+ptq_methods="rtn smoothquant omniquant affinequant"  # PTQ methods or presets of --ptq_config (e.g. smoothquant_clip1)
+ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16 W8A16 W6A6 (--ptq_config may add some per method)
+ptq_config=conf/ptq/tiny.yaml  # calibration, per-method hyperparameters, presets (conf/ptq/paper.yaml: the paper's)
 # Stage 6: evaluation
 whisper_model=""        # openai-whisper checkpoint for TTS CER; CER is skipped when empty
 
@@ -286,7 +287,27 @@ if wants_stage 4; then
 fi
 
 if wants_stage 5; then
-    not_implemented 5 "post-training quantization"
+    # Stage 5: every method x setting of each LM into ${expdir}/lm_<name>/ptq/<variant>/, one
+    # process per LM (the model loads once); the CLI skips variants that are complete and up to
+    # date (same model file, hyperparameters and calibration), writes each atomically, logs each
+    # to ptq/log/<variant>.log, and fails after trying the others when one fails.
+    [ -f "${ptq_config}" ] || { log "ERROR: --ptq_config: ${ptq_config} not found"; exit 1; }
+    calib_text=${dumpdir}/lm_text/train
+    ptq_device=cpu; [ "${ngpu}" -gt 0 ] && ptq_device=cuda
+    ptq_dirs=()
+    for lm_config in ${lm_configs}; do
+        lm_exp=${expdir}/lm_$(basename "${lm_config}" .yaml)
+        [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 5 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
+        ptq_dir=${lm_exp}/ptq
+        log "Stage 5: PTQ of ${lm_exp} (${ptq_methods} x ${ptq_bits}) -> ${ptq_dir} (log: ${ptq_dir}/quantize.log)"
+        ${train_cmd} "${ptq_dir}/quantize.log" python -m sofa_speechlm.bin.quantize --exp_dir "${lm_exp}" \
+            --output_dir "${ptq_dir}" --methods ${ptq_methods} --settings ${ptq_bits} --ptq_config "${ptq_config}" \
+            --lm_text_dir "${calib_text}" --seed "${seed}" --device "${ptq_device}" \
+            || { log "ERROR: Stage 5 failed for ${lm_exp}; see ${ptq_dir}/quantize.log and ${ptq_dir}/log/"; exit 1; }
+        ptq_dirs+=("${ptq_dir}")
+    done
+    log "Stage 5: quantized variants"
+    python -m sofa_speechlm.bin.ptq_summary "${ptq_dirs[@]}"
 fi
 
 if wants_stage 6; then

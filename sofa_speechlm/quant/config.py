@@ -56,8 +56,8 @@ class QuantConfig:
         return dataclasses.asdict(self)
 
     def hyperparameters(self) -> dict:
-        """Everything but method and setting (what quant_config.yaml records as hyperparameters)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("method", "setting")}
+        """Everything but method, setting and bits (what quant_config.yaml records as hyperparameters)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("method", "setting", "w_bits", "a_bits")}
 
     def validate(self) -> None:
         if self.group_size is not None and self.group_size <= 0:
@@ -128,6 +128,6 @@ def config_from_dict(data: dict) -> QuantConfig:
 
 
 def variant_name(config: QuantConfig, preset: Optional[str] = None) -> str:
-    """Stage-5 dir name: ``<method>[_<preset>]_<setting>`` lowercased (e.g. smoothquant_clip1_w8a8)."""
-    parts = [config.method] + ([preset] if preset else []) + [config.setting]
+    """Stage-5 dir name: ``<method or preset>_<setting>`` lowercased (e.g. rtn_w4a16, smoothquant_clip1_w8a8)."""
+    parts = [preset or config.method, config.setting]
     return re.sub(r"[^a-z0-9_]+", "_", "_".join(parts).lower())

@@ -14,7 +14,6 @@ the fake quantizer, so the reloaded model's logits are identical.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +21,7 @@ import torch
 import yaml
 
 from .config import config_from_dict
-from .modules import QuantLinear, quant_linears, set_quantizers
+from .modules import quant_linears, set_quantizers
 
 WEIGHTS = "model.safetensors"
 QUANT_CONFIG = "quant_config.yaml"
@@ -161,7 +160,3 @@ def _is_tied(model, key: str) -> bool:
     output = model.get_output_embeddings()
     return output is not None and key.endswith("lm_head.weight") and output.weight is model.get_input_embeddings().weight
 
-
-def dir_size(path) -> int:
-    """Bytes of all files in a dir (for stage 5's summary)."""
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)

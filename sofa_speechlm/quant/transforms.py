@@ -49,39 +49,42 @@ def prescale_linears(linears: Sequence[QuantLinear], scale: torch.Tensor) -> Non
 
 @torch.no_grad()
 def fold_value_output(v_proj: nn.Module, out_proj: nn.Module, scale: torch.Tensor, kv_groups: int = 1,
-                      shift: Optional[torch.Tensor] = None) -> None:
+                      head_dim: Optional[int] = None, shift: Optional[torch.Tensor] = None) -> None:
     """Scale the value projection's output channels by 1/s and the output projection's input
     channels by s (exact because attention probabilities mix values linearly and sum to the same
     constant for each channel). ``scale``/``shift`` are sized like v's output (num_kv_heads *
-    head_dim) and repeated over the query heads of a group (GQA). A shift moves through
+    head_dim) and repeated over the query heads of a group (GQA: give ``head_dim``). A shift moves through
     attention only when every row of probabilities sums to 1 (softmax); with SOFA it does not,
     so shifts are allowed only when the caller guarantees softmax-like attention."""
     scale = scale.to(v_proj.weight)
-    repeated = _repeat_heads(scale, kv_groups, out_proj.weight.shape[1])
+    repeated = _repeat_heads(scale, kv_groups, head_dim)
     if shift is not None:
         shift = shift.to(v_proj.weight)
         v_proj.bias.sub_(shift)
-        out_proj.bias.add_(out_proj.weight @ _repeat_heads(shift, kv_groups, out_proj.weight.shape[1]))
+        out_proj.bias.add_(out_proj.weight @ _repeat_heads(shift, kv_groups, head_dim))
     v_proj.weight.div_(scale[:, None])
     if v_proj.bias is not None:
         v_proj.bias.div_(scale)
     out_proj.weight.mul_(repeated)
 
 
-def _repeat_heads(vector: torch.Tensor, kv_groups: int, width: int) -> torch.Tensor:
+def _repeat_heads(vector: torch.Tensor, kv_groups: int, head_dim: Optional[int]) -> torch.Tensor:
+    """A per-KV-channel vector repeated for the query heads of each group (HF's repeat_kv order)."""
     if kv_groups == 1:
         return vector
-    heads_kv = vector.numel() * kv_groups // width
-    head_dim = width // (heads_kv * kv_groups)
-    return vector.view(heads_kv, 1, head_dim).expand(heads_kv, kv_groups, head_dim).reshape(width)
+    if head_dim is None:
+        raise ValueError("grouped-query attention needs head_dim to repeat per-KV-head factors")
+    heads_kv = vector.numel() // head_dim
+    return vector.view(heads_kv, 1, head_dim).expand(heads_kv, kv_groups, head_dim).reshape(-1)
 
 
 @torch.no_grad()
-def fold_query_key(q_proj: nn.Module, k_proj: nn.Module, scale: torch.Tensor, kv_groups: int = 1) -> None:
+def fold_query_key(q_proj: nn.Module, k_proj: nn.Module, scale: torch.Tensor, kv_groups: int = 1,
+                   head_dim: Optional[int] = None) -> None:
     """q <- q / s, k <- k * s per channel (q.k unchanged). ``scale`` is sized like k's output and
     repeated for the q heads of a group. Under RoPE, pairs (j, j + d/2) must share a factor."""
     scale = scale.to(q_proj.weight)
-    repeated = _repeat_heads(scale, kv_groups, q_proj.weight.shape[0])
+    repeated = _repeat_heads(scale, kv_groups, head_dim)
     q_proj.weight.div_(repeated[:, None])
     if q_proj.bias is not None:
         q_proj.bias.div_(repeated)
