@@ -7,7 +7,10 @@ from quant_learned_testutils import (INPUT_IDS, MODELS, TINY_LMS, calibration, f
                                      model_with_attention, relative_error)
 from sofa_speechlm.quant import QuantConfigError, make_config, quantize
 from sofa_speechlm.quant.io import load_quantized, read_quant_config, save_quantized
+from sofa_speechlm.quant.blockwise import train_blockwise
+from sofa_speechlm.quant.core import prepare
 from sofa_speechlm.quant.learned_transforms import band_mask
+from sofa_speechlm.quant.let import LayerTransform
 
 
 @pytest.mark.parametrize("family", list(MODELS))
@@ -52,27 +55,20 @@ def test_defaults_follow_the_paper():
     assert make_config("affinequant", "W4A16").group_size == 128
 
 
-def test_trained_matrices_leave_the_diagonal():
+def test_trained_matrices_leave_the_diagonal(monkeypatch):
     """The v->out matrices learn off-diagonal entries once the mask's band opens."""
-    from sofa_speechlm.quant.blockwise import BlockwiseOptions, train_blockwise
-    from sofa_speechlm.quant.core import prepare
-    from sofa_speechlm.quant import let
-
     model = model_with_attention("opt", "sofa")
     config = make_config("affinequant", "W4A4", group_size=32, epochs=3, stability_factor=1.0)
     prepare(model, config)
     seen = []
-    original = let.LayerTransform.forward
+    forward = LayerTransform.forward
 
-    def spy(self, params):
+    def recording_forward(self, params):
         seen.append(self.matrices_masked()[0].detach().clone())
-        return original(self, params)
+        return forward(self, params)
 
-    let.LayerTransform.forward = spy
-    try:
-        train_blockwise(model, config, calibration(2), config.blockwise_options())
-    finally:
-        let.LayerTransform.forward = original
+    monkeypatch.setattr(LayerTransform, "forward", recording_forward)
+    train_blockwise(model, config, calibration(2), config.blockwise_options())
     final = seen[-1]
     off_diagonal = final - torch.diag_embed(torch.diagonal(final, dim1=-2, dim2=-1))
     assert off_diagonal.abs().max() > 1e-4

@@ -175,7 +175,6 @@ def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOpt
     for index, layer in enumerate(layers):
         start = time.perf_counter()
         targets, stats = _targets_and_stats(layer, hiddens, kwargs_list, method, index)
-        stats = {name: stats[name] for name in stats}
         originals = {name: p.detach().clone() for name, p in layer.named_parameters()}
         frozen_flags = {name: p.requires_grad for name, p in layer.named_parameters()}
         for p in layer.parameters():
@@ -191,13 +190,12 @@ def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOpt
         clippers = [install_clipping(linear) for linear in linears.values()
                     if options.lwc and linear.weight_quantizer.bits < 16]
         _set_layer_quantizers(layer, True)
-        mask_size = layout.head_dim
 
         def current_params():
             return transform(originals) if transform is not None else originals
 
         if transform is not None and options.affine_heads:
-            transform.set_mask(band_mask(mask_size, 0, options.epochs, options.stability_factor))
+            transform.set_mask(band_mask(layout.head_dim, 0, options.epochs, options.stability_factor))
         mse_init = _mse(layer, quantized_inputs, kwargs_list, targets, current_params())
         groups = []
         if transform is not None:
@@ -208,7 +206,7 @@ def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOpt
             optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
             for epoch in range(options.epochs):
                 if transform is not None and options.affine_heads:
-                    transform.set_mask(band_mask(mask_size, epoch, options.epochs, options.stability_factor))
+                    transform.set_mask(band_mask(layout.head_dim, epoch, options.epochs, options.stability_factor))
                 total = 0.0
                 for batch, (hidden, kwargs, target) in enumerate(zip(quantized_inputs, kwargs_list, targets)):
                     with torch.enable_grad():
