@@ -13,7 +13,7 @@ from sofa_speechlm.quant.config import QuantConfigError, get_method
 from sofa_speechlm.quant.core import prepare
 from sofa_speechlm.bin.ptq_summary import dir_size
 from sofa_speechlm.quant.io import WEIGHTS
-from sofa_speechlm.quant.modules import QuantLinear, quant_linears, set_quantizers
+from sofa_speechlm.quant.modules import quant_linears, set_quantizers
 from sofa_speechlm.quant.quantizer import ActQuantizer, PercentileClipper, WeightQuantizer, round_ste
 from sofa_speechlm.quant.transforms import fold_query_key, fold_value_output
 
