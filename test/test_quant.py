@@ -61,6 +61,7 @@ def test_percentile_clipping_bounds_each_row_at_its_quantile():
     quantizer.clipper.set_weight(quantizer.groups(weight))
     fake = quantizer(weight)
     threshold = torch.quantile(weight.abs(), 0.95, dim=1, keepdim=True)
+    assert torch.allclose(quantizer.clipper.threshold, threshold, rtol=1e-6)
     assert torch.allclose(fake.abs().amax(1, keepdim=True), threshold, rtol=1e-2)
 
 
