@@ -13,7 +13,7 @@ from sofa_speechlm.quant.config import QuantConfigError, get_method
 from sofa_speechlm.quant.core import prepare
 from sofa_speechlm.bin.ptq_summary import dir_size
 from sofa_speechlm.quant.io import WEIGHTS
-from sofa_speechlm.quant.modules import quant_linears, set_quantizers
+from sofa_speechlm.quant.modules import QuantLinear, quant_linears, set_quantizers
 from sofa_speechlm.quant.quantizer import ActQuantizer, PercentileClipper, WeightQuantizer, round_ste
 from sofa_speechlm.quant.transforms import fold_query_key, fold_value_output
 
@@ -97,6 +97,18 @@ def test_value_output_and_query_key_folds_are_exact_with_grouped_heads(family):
             if family.startswith("opt"):  # no RoPE: any per-channel q/k scale is exact
                 fold_query_key(attention.q_proj, attention.k_proj, torch.rand(width) + 0.5, groups, head_dim)
         assert relative_error(model(IDS).logits, reference) <= 1e-4
+
+
+def test_explicit_input_smoothing_with_shift_composes_exactly():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8)
+    module = QuantLinear.from_linear(linear, w_bits=4, a_bits=4)
+    module.set_quantizers(False)
+    x = torch.randn(5, 16)
+    for _ in range(2):  # an earlier pre-transform followed by another
+        module.set_input_smoothing(torch.rand(16) + 0.5, torch.randn(16))
+    with torch.no_grad():
+        assert torch.allclose(module(x), linear(x), atol=1e-5)
 
 
 # ---------------------------------------------------------------- accuracy
