@@ -61,6 +61,7 @@ def test_percentile_clipping_bounds_each_row_at_its_quantile():
     quantizer.clipper.set_weight(quantizer.groups(weight))
     fake = quantizer(weight)
     threshold = torch.quantile(weight.abs(), 0.95, dim=1, keepdim=True)
+    assert torch.allclose(quantizer.clipper.threshold, threshold, rtol=1e-6)
     assert torch.allclose(fake.abs().amax(1, keepdim=True), threshold, rtol=1e-2)
 
 
@@ -96,6 +97,18 @@ def test_value_output_and_query_key_folds_are_exact_with_grouped_heads(family):
             if family.startswith("opt"):  # no RoPE: any per-channel q/k scale is exact
                 fold_query_key(attention.q_proj, attention.k_proj, torch.rand(width) + 0.5, groups, head_dim)
         assert relative_error(model(IDS).logits, reference) <= 1e-4
+
+
+def test_explicit_input_smoothing_with_shift_composes_exactly():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 8)
+    module = QuantLinear.from_linear(linear, w_bits=4, a_bits=4)
+    module.set_quantizers(False)
+    x = torch.randn(5, 16)
+    for _ in range(2):  # an earlier pre-transform followed by another
+        module.set_input_smoothing(torch.rand(16) + 0.5, torch.randn(16))
+    with torch.no_grad():
+        assert torch.allclose(module(x), linear(x), atol=1e-5)
 
 
 # ---------------------------------------------------------------- accuracy

@@ -1,7 +1,5 @@
 """Stage 5 on a tiny trained stage-4 experiment: bin.quantize (calibration from LM text, presets,
 atomic resumable variant dirs, failures), load_quantized, the summary, and run.sh's checks."""
-import os
-import subprocess
 
 import pytest
 import torch

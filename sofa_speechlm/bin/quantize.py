@@ -15,7 +15,6 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
 
 from sofa_speechlm.bin import setup_logging
 

@@ -155,6 +155,19 @@ class WeightQuantizer(nn.Module):
                 f"clipper={type(self.clipper).__name__ if self.clipper is not None else None}, enabled={self.enabled}")
 
 
+def row_quantile(x: torch.Tensor, q: float, rows_per_chunk: int = 4096) -> torch.Tensor:
+    """torch.quantile(x, q, dim=-1, keepdim=True) with linear interpolation, computed by sorting
+    chunks of rows (torch.quantile refuses inputs of more than 16M elements, e.g. OPT-1.3b's fc1)."""
+    position = (x.shape[-1] - 1) * q
+    low, frac = int(position), position - int(position)
+    high = min(low + 1, x.shape[-1] - 1)
+    out = []
+    for chunk in x.split(rows_per_chunk):
+        ordered = chunk.sort(dim=-1).values
+        out.append(ordered[:, low:low + 1] + frac * (ordered[:, high:high + 1] - ordered[:, low:low + 1]))
+    return torch.cat(out)
+
+
 class PercentileClipper(nn.Module):
     """Fixed clipping for SmoothQuant + clipping (paper Table 9, whose definition is not given).
 
@@ -172,7 +185,7 @@ class PercentileClipper(nn.Module):
         self.register_buffer("threshold", torch.empty(0), persistent=False)
 
     def set_weight(self, grouped: torch.Tensor) -> None:
-        self.threshold = torch.quantile(grouped.detach().abs().float(), 1.0 - self.fraction, dim=-1, keepdim=True)
+        self.threshold = row_quantile(grouped.detach().abs().float(), 1.0 - self.fraction)
 
     def forward(self, xmin, xmax):
         c = self.threshold.to(xmin.dtype)

@@ -12,13 +12,11 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-import torch
+from sofa_speechlm.bin import LOG_FORMAT
 
 from .core import quantize
 from .io import is_complete, read_quant_config, save_quantized
 from .plan import Variant
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"  # ESPnet's, as bin.setup_logging
 
 
 def sha256_of_lines(lines) -> str:
@@ -92,12 +90,3 @@ def run_all(fp_model, variants, output_dir, calibration, calibration_record, sou
             handler.close()
     return failed
 
-
-def fp_weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the model's parameters at fp16 (the baseline a W4A16 dir is compared with)."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if p.data_ptr() not in seen:
-            seen.add(p.data_ptr())
-            total += p.numel() * 2
-    return total
