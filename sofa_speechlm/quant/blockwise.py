@@ -155,6 +155,27 @@ def _fold(layer, params: dict):
             getattr(module, leaf).copy_(value)
 
 
+def _fit(layer, current_params, optimizer, epochs: int, start_epoch, data, where: str) -> None:
+    """``epochs`` passes of MSE training over (inputs, layer kwargs, targets), one step each."""
+    inputs, kwargs_list, targets = data
+    for epoch in range(epochs):
+        start_epoch(epoch)
+        total = 0.0
+        for batch, (hidden, kwargs, target) in enumerate(zip(inputs, kwargs_list, targets)):
+            with torch.enable_grad():
+                loss = torch.nn.functional.mse_loss(_run(layer, hidden, kwargs, current_params()), target)
+                if not torch.isfinite(loss):
+                    raise CalibrationError(
+                        f"{where}: non-finite block loss ({loss.item()}) in "
+                        f"epoch {epoch}, calibration batch {batch}: the learned transform or clipping diverged "
+                        f"(try a smaller let_lr/lwc_lr, or check the calibration data)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            total += loss.item()
+        logger.info("%s epoch %d/%d block MSE %.4g", where, epoch + 1, epochs, total / len(targets))
+
+
 def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOptions) -> list[dict]:
     """Train and fold every decoder layer in turn; returns per-layer records
     ``{"layer", "mse_init", "mse_final", "seconds"}`` (block MSE on the calibration data with the
@@ -203,26 +224,12 @@ def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOpt
         if clippers:
             groups.append({"params": [p for c in clippers for p in c.parameters()], "lr": options.lwc_lr})
         if groups and options.epochs > 0:
-            optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
-            for epoch in range(options.epochs):
+            def start_epoch(epoch):
                 if transform is not None and options.affine_heads:
                     transform.set_mask(band_mask(layout.head_dim, epoch, options.epochs, options.stability_factor))
-                total = 0.0
-                for batch, (hidden, kwargs, target) in enumerate(zip(quantized_inputs, kwargs_list, targets)):
-                    with torch.enable_grad():
-                        output = _run(layer, hidden, kwargs, current_params())
-                        loss = torch.nn.functional.mse_loss(output, target)
-                        if not torch.isfinite(loss):
-                            raise CalibrationError(
-                                f"{method}: non-finite block loss ({loss.item()}) in decoder layer {index}, epoch {epoch}, "
-                                f"calibration batch {batch}: the learned transform or clipping diverged "
-                                f"(try a smaller let_lr/lwc_lr, or check the calibration data)")
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                    total += loss.item()
-                logger.info("%s: layer %d/%d epoch %d/%d block MSE %.4g", method, index + 1, len(layers), epoch + 1,
-                            options.epochs, total / len(targets))
+
+            _fit(layer, current_params, torch.optim.AdamW(groups, weight_decay=0.0), options.epochs, start_epoch,
+                 (quantized_inputs, kwargs_list, targets), f"{method}: decoder layer {index} (of {len(layers)})")
         with torch.no_grad():
             final = current_params()
             for name, value in final.items():
@@ -241,6 +248,6 @@ def train_blockwise(model: nn.Module, config, calibration, options: BlockwiseOpt
         hiddens = targets
         seconds = time.perf_counter() - start
         records.append({"layer": index, "mse_init": mse_init, "mse_final": mse_final, "seconds": seconds})
-        logger.info("%s: layer %d/%d block MSE %.4g -> %.4g (%.1f s)", method, index + 1, len(layers), mse_init,
-                    mse_final, seconds)
+        logger.info("%s: decoder layer %d (of %d) block MSE %.4g -> %.4g (%.1f s)", method, index, len(layers),
+                    mse_init, mse_final, seconds)
     return records
