@@ -80,3 +80,11 @@ def test_unfinished_ptq_variant_is_refused(tmp_path, monkeypatch):
     (tmp_path / "rtn_w4a16").mkdir()
     with pytest.raises(FileNotFoundError, match="rtn_w4a16.*no .done marker"):
         cli.load_model(tmp_path, tmp_path / "rtn_w4a16", "cpu")
+
+
+def test_config_paths_resolve_from_the_recipe_dir(tmp_path, monkeypatch):
+    (tmp_path / "recipe/dump").mkdir(parents=True)
+    (tmp_path / "recipe/dump/bpe.model").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert cli.recipe_path("dump/bpe.model", tmp_path / "recipe/exp/lm_x") == tmp_path / "recipe/dump/bpe.model"
+    assert cli.recipe_path("dump/none.model", tmp_path / "recipe/exp/lm_x") == cli.Path("dump/none.model")

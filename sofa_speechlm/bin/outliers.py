@@ -60,13 +60,23 @@ def read_lm_text(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
     return entries
 
 
+def recipe_path(path: str, exp_dir: Path) -> Path:
+    """A path of config.yaml, which ESPnet writes relative to the recipe dir (<recipe>/exp/lm_x):
+    as given when it exists from here, else from that recipe dir."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    from_recipe = exp_dir.resolve().parent.parent / path
+    return from_recipe if from_recipe.exists() else path
+
+
 class Encoder:
     """LM text line -> (pieces, ids) exactly as training feeds it: <sos/eos> + sentencepiece ids."""
 
-    def __init__(self, train_args):
+    def __init__(self, train_args, exp_dir: Path):
         from sofa_speechlm.text.tokenizer import JointTokenizer
 
-        self.tokenizer = JointTokenizer(train_args.bpemodel, list(train_args.token_list))
+        self.tokenizer = JointTokenizer(recipe_path(train_args.bpemodel, exp_dir), list(train_args.token_list))
 
     def __call__(self, line: str, max_length: int) -> tuple[list[str], list[int]]:
         pieces = [SOS_EOS] + self.tokenizer.tokenize(line)
@@ -138,7 +148,7 @@ def main(cmd=None):
     ptq_dir = Path(args.ptq_dir) if args.ptq_dir else None
     lm_text_dir = Path(args.lm_text_dir)
     model, train_args, variant, execution = load_model(exp_dir, ptq_dir, args.device)
-    encoder = Encoder(train_args)
+    encoder = Encoder(train_args, exp_dir)
     batches, sources = modality_batches(encoder, lm_text_dir, args.num_sequences, args.max_length, args.batch_size)
     logging.info(f"{exp_dir} ({variant}): outlier statistics over {sum(s['sequences'] for s in sources.values())} sequences")
     with tqdm(total=sum(len(b[1]) for b in batches), desc="outliers", unit="seq") as progress:
