@@ -18,7 +18,7 @@ import numpy as np
 
 from sofa_speechlm.bin import setup_logging
 from sofa_speechlm.eval.report import (
-    ATTENTION_LABELS, FINETUNE_LABELS, FP_VARIANT, METHOD_LABELS, _lm_base, build_results, collect, fmt_bits, render_markdown,
+    ATTENTION_LABELS, FINETUNE_LABELS, FP_VARIANT, METHOD_LABELS, lm_base, build_results, collect, fmt_bits, render_markdown,
 )
 
 MAX_ATTENTION_PANELS = 4
@@ -69,7 +69,7 @@ def make_plots(results: dict, found, plot_dir: Path) -> list:
         if row["variant"] != FP_VARIANT:
             parts += [fmt_bits(row.get("setting")), METHOD_LABELS.get(row.get("method"), row.get("method") or row["variant"])]
         drops.append({"group": " ".join(parts) or row["variant"], "drop": row["avg_drop"],
-                      "model": f"{_lm_base(row)} {ATTENTION_LABELS.get(row.get('attention'), row.get('attention'))}"})
+                      "model": f"{lm_base(row)} {ATTENTION_LABELS.get(row.get('attention'), row.get('attention'))}"})
     if drops:
         made.append(plots.plot_drops(drops, plot_dir / "drops.png"))
     return made

@@ -124,7 +124,7 @@ def collect(expdirs) -> Collection:
     return found
 
 
-def _lm_base(row: dict) -> str:
+def lm_base(row: dict) -> str:
     """The LM name without its attention and fine-tuning words (lm_tiny_sofa_lora -> lm_tiny)."""
     drop = {row.get("attention"), row.get("finetune"), "sofa", "vanilla", "softmax", *FINETUNE_ORDER}
     return "_".join(part for part in str(row.get("lm")).split("_") if part not in drop)
@@ -132,14 +132,14 @@ def _lm_base(row: dict) -> str:
 
 def _family(row: dict) -> tuple:
     """Rows of one model and attention, whatever their fine-tuning (experiment dirs may differ)."""
-    return (row.get("model_type"), _lm_base(row), row.get("attention"))
+    return (row.get("model_type"), lm_base(row), row.get("attention"))
 
 
 def _sort_key(row: dict) -> tuple:
     finetune = row.get("finetune", "full")
     setting = str(row.get("setting") or "W16A16").upper()
     return (
-        row.get("model_type") or "", _lm_base(row), row.get("attention") != "softmax", row.get("attention") or "",
+        row.get("model_type") or "", lm_base(row), row.get("attention") != "softmax", row.get("attention") or "",
         FINETUNE_ORDER.index(finetune) if finetune in FINETUNE_ORDER else len(FINETUNE_ORDER), finetune,
         row["variant"] != FP_VARIANT, SETTING_ORDER.index(setting) if setting in SETTING_ORDER else -1, row.get("method") or "",
         row["key"],
