@@ -100,7 +100,7 @@ def plot_drops(rows: list, path: Path) -> Path:
                 xs.append(g + (index - (len(models) - 1) / 2) * width)
                 ys.append(100 * match[0]["drop"])
         bars = ax.bar(xs, ys, width, label=model)
-        ax.bar_label(bars, fmt="%.1f%%", fontsize=7)
+        ax.bar_label(bars, fmt="%.2f%%", fontsize=7)
     ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("average performance drop (%)")
     ax.axhline(0, color="black", linewidth=0.6)
