@@ -88,3 +88,10 @@ def test_config_paths_resolve_from_the_recipe_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.recipe_path("dump/bpe.model", tmp_path / "recipe/exp/lm_x") == tmp_path / "recipe/dump/bpe.model"
     assert cli.recipe_path("dump/none.model", tmp_path / "recipe/exp/lm_x") == cli.Path("dump/none.model")
+
+
+def test_attention_window_centres_on_the_task_marker():
+    pieces = ["<sos/eos>", "<startofspeech>"] + ["\u4e00"] * 100 + ["<generatetext>"] + ["\u2581cat"] * 20
+    start, end = cli.attention_window(pieces, 40)
+    assert end - start == 40 and start <= 102 < end and pieces[start + 20] == "<generatetext>"
+    assert cli.attention_window(pieces[:30], 40) == (0, 30)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from sofa_speechlm.bin import setup_logging
 from sofa_speechlm.eval.outliers import MODALITY_SOURCES, collect_outliers, position_mask
 from sofa_speechlm.text.bpe import SOS_EOS
+from sofa_speechlm.text.templates import SPECIAL_TOKENS
 
 OUTLIERS_JSON = "outliers.json"
 ATTENTION_NPZ = "attention_maps.npz"
@@ -39,7 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lm_text_dir", default="dump/lm_text/test", help="stage-3 LM text of the test set ({textlm,speechlm,asr,tts}.txt)")
     parser.add_argument("--num_sequences", type=int, default=32, help="sequences per modality (speech+text: split between asr and tts)")
     parser.add_argument("--max_length", type=int, default=256, help="longer sequences are cut to this many tokens")
-    parser.add_argument("--attention_max_tokens", type=int, default=64, help="length bound of the utterance whose attention map is drawn")
+    parser.add_argument("--attention_max_tokens", type=int, default=64, help="attention maps: an utterance this short, else this many positions around the task marker")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
@@ -109,17 +110,30 @@ def modality_batches(encoder, lm_text_dir: Path, num_sequences: int, max_length:
     return batches, sources
 
 
-def pick_utterance(encoder, path: Path, max_tokens: int) -> tuple[str, list[str], list[int]]:
-    """The first utterance of `path` that fits in max_tokens (else the first one, cut)."""
+def pick_utterance(encoder, path: Path, max_tokens: int, max_length: int) -> tuple[str, list[str], list[int]]:
+    """The first utterance of `path` that fits in max_tokens, else the shortest one (cut to max_length)."""
     entries = read_lm_text(path)
     if not entries:
         raise ValueError(f"{path}: empty LM text file")
+    shortest = None
     for utt_id, line in entries:
-        pieces, ids = encoder(line, 10**9)
+        pieces, ids = encoder(line, max_length)
         if len(ids) <= max_tokens:
             return utt_id, pieces, ids
-    utt_id, line = entries[0]
-    return (utt_id, *encoder(line, max_tokens))
+        if shortest is None or len(ids) < len(shortest[2]):
+            shortest = (utt_id, pieces, ids)
+    return shortest
+
+
+def attention_window(pieces: list[str], max_tokens: int) -> tuple[int, int]:
+    """[start, end) of the positions to draw: all of a short sequence, else max_tokens around the
+    last task marker (<generatetext>/<generatespeech>), where the two modalities meet."""
+    if len(pieces) <= max_tokens:
+        return 0, len(pieces)
+    markers = [i for i, piece in enumerate(pieces) if i > 1 and piece in SPECIAL_TOKENS]
+    centre = markers[-1] if markers else 0
+    start = min(max(0, centre - max_tokens // 2), len(pieces) - max_tokens)
+    return start, start + max_tokens
 
 
 def load_model(exp_dir: Path, ptq_dir: Path | None, device: str):
@@ -160,11 +174,13 @@ def main(cmd=None):
         if not path.is_file():
             logging.warning(f"{path} not found: no attention map for {task}")
             continue
-        utt_id, pieces, ids = pick_utterance(encoder, path, args.attention_max_tokens)
+        utt_id, pieces, ids = pick_utterance(encoder, path, args.attention_max_tokens, args.max_length)
         weights = last_layer_attention(model, ids, args.device)
-        maps[task] = weights.astype(np.float32)
         row_sums = weights.sum(axis=1)
-        meta[task] = {"utt_id": utt_id, "tokens": pieces, "row_sum_min": float(row_sums.min()), "row_sum_mean": float(row_sums.mean())}
+        start, end = attention_window(pieces, args.attention_max_tokens)
+        maps[task] = weights[start:end, start:end].astype(np.float32)
+        meta[task] = {"utt_id": utt_id, "tokens": pieces[start:end], "window": [start, end], "length": len(pieces),
+                      "row_sum_min": float(row_sums.min()), "row_sum_mean": float(row_sums.mean())}
 
     lm_conf = getattr(train_args, "lm_conf", None) or {}
     result = {

@@ -58,7 +58,12 @@ def make_plots(results: dict, found, plot_dir: Path) -> list:
             with np.load(npz) as arrays:
                 for task, info in meta["tasks"].items():
                     if task in arrays:
-                        per_task.setdefault(task, []).append((_label(o), arrays[task], info["tokens"], o.get("attention")))
+                        label = _label(o)
+                        if "window" in info and info["window"][1] - info["window"][0] < info.get("length", 0):
+                            label += f" [tokens {info['window'][0]}-{info['window'][1]} of {info['length']}]"
+                        weights = arrays[task]
+                        sums = (info.get("row_sum_min", float(weights.sum(1).min())), info.get("row_sum_mean", float(weights.sum(1).mean())))
+                        per_task.setdefault(task, []).append((label, weights, info["tokens"], o.get("attention"), sums))
         for task, maps in per_task.items():
             made.append(plots.plot_attention(task, maps, plot_dir / f"attention_{task}.png"))
     drops = []

@@ -60,15 +60,15 @@ def token_label(piece: str) -> str:
 
 
 def plot_attention(task: str, maps: list, path: Path) -> Path:
-    """maps: (label, [T, T] weights, token pieces, normalizer), drawn side by side on one colour scale."""
-    vmax = max(float(w.max()) for _, w, _, _ in maps)
+    """maps: (label, [T, T] weights, token pieces, normalizer, (min, mean) row sum of the whole
+    sequence), drawn side by side on one colour scale."""
+    vmax = max(float(w.max()) for _, w, _, _, _ in maps)
     fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 5.0), squeeze=False)
     image = None
-    for column, (ax, (label, weights, pieces, normalizer)) in enumerate(zip(axes[0], maps)):
+    for column, (ax, (label, weights, pieces, normalizer, (sum_min, sum_mean))) in enumerate(zip(axes[0], maps)):
         future = np.triu(np.ones_like(weights, dtype=bool), k=1)  # causal: keys after the query (white)
         image = ax.imshow(np.ma.masked_where(future, weights), cmap="coolwarm", vmin=0.0, vmax=vmax, interpolation="nearest")
-        sums = weights.sum(axis=1)
-        note = f"rows sum {sums.min():.2f}-{sums.max():.2f}" + (" (< 1: Softmax1)" if normalizer != "softmax" else "")
+        note = f"row sums: min {sum_min:.2f}, mean {sum_mean:.2f}" + (" (< 1: Softmax1)" if normalizer != "softmax" else "")
         ax.set_title(f"{label}\n{note}", fontsize=9)
         ax.set_xlabel("key token")
         if column == 0:
