@@ -5,7 +5,9 @@ and skip otherwise; tiny random Llamas in test_attention_hf.py / test_lm_model.p
 same code paths without it.
 """
 
+import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +26,7 @@ from sofa_speechlm.lm.offline_models import (
     resolve_pretrained,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 SMOLLM2_READY = is_prepared(offline_model_dir("smollm2"))
 needs_smollm2 = pytest.mark.skipif(not SMOLLM2_READY, reason="SmolLM2 not converted (tools/install.sh)")
 ENGLISH = "The children walked to the park after school and played football until it was dark."
@@ -138,3 +141,50 @@ def test_prepare_is_cached():
     assert prepare("smollm2") == offline_model_dir("smollm2")
     assert stamp.stat().st_mtime_ns == before, "a second prepare() must not convert again"
     assert time.perf_counter() - start < 60  # hashing only (a conversion takes minutes)
+
+
+def test_outlier_statistics_of_known_values():
+    from sofa_speechlm.lm.dropin_study import OutlierStats
+
+    stats = OutlierStats()
+    output = torch.tensor([[[1.0, -1.0], [1.0, -1.0], [50.0, 50.0]], [[0.0, 3.0], [0.0, 3.0], [9.0, 9.0]]])
+    stats.add(output, torch.tensor([3, 2]))  # the second sequence's last position is padding
+    assert stats.inf_norms == [50.0, 3.0]
+    assert stats.kurtoses[1] == pytest.approx(1.0)  # two equally frequent values
+    values = output[0].flatten().double()
+    centred = values - values.mean()
+    assert stats.kurtoses[0] == pytest.approx((centred**4).mean().item() / (centred**2).mean().item() ** 2)
+    assert stats.summary() == {"max_inf_norm": 50.0, "mean_kurtosis": pytest.approx(sum(stats.kurtoses) / 2)}
+
+
+@needs_smollm2
+def test_dropin_perplexity_of_padded_batches_equals_per_sentence_loss(smollm2):
+    from transformers import AutoTokenizer
+
+    from sofa_speechlm.lm.dropin_study import evaluate, tokenize
+
+    apply_attention(smollm2, "softmax")
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_dir("smollm2"))
+    sequences = tokenize(tokenizer, ["the cat sat on the mat", "a dog ran"], "<|endoftext|>")
+    result = evaluate(smollm2, sequences, batch_size=2, device="cpu", desc="test")
+    with torch.no_grad():
+        losses = [smollm2(s[None], labels=s[None]).loss.item() * (len(s) - 1) for s in sequences]
+    assert result["tokens"] == sum(len(s) - 1 for s in sequences)
+    assert result["perplexity"] == pytest.approx(math.exp(sum(losses) / result["tokens"]), rel=1e-3)
+    assert set(result["outliers"]) >= {"layer.0", "layer.29", "layer.29.self_attn.o_proj", "layer.29.mlp.down_proj"}
+    with pytest.raises(ValueError, match="prefix token '<nope>' is not in the tokenizer's vocabulary"):
+        tokenize(tokenizer, ["x"], "<nope>")
+
+
+@needs_smollm2
+def test_smollm2_recipe_configs_build():
+    import yaml
+
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(REPO.glob("conf/lm/smollm2_*.yaml"))}
+    assert set(configs) == {f"smollm2_{a}_{f}" for a in ("sofa", "vanilla") for f in ("full", "lora")}
+    for name, config in configs.items():
+        assert config["lm_conf"]["pretrained"] == "smollm2", name
+        assert config["lm_conf"]["attention"] == ("sofa" if "_sofa_" in name else "softmax"), name
+    lm = SofaCausalLM(40, **configs["smollm2_sofa_lora"]["lm_conf"])
+    adapted = [n for n, _ in lm.named_parameters() if "k_proj.lora_A" in n]
+    assert len(adapted) == 30 and lm.model.peft_config["default"].r == 256

@@ -1,0 +1,160 @@
+"""Drop-in study: a pretrained text LM with each attention normalizer swapped in, no training.
+
+Scores the sentences of a Kaldi `text` file (default: the embedded corpus's textLM test set)
+with the pretrained model and its own tokenizer, once per normalizer, and writes
+<output_dir>/{dropin_study.json, README.md, perplexity.png, outliers.png}: text perplexity
+per normalizer and per-layer outlier statistics (max infinity norm, mean kurtosis).
+
+    python -m sofa_speechlm.bin.dropin_study --pretrained_lm smollm2 --output_dir exp/dropin_smollm2
+"""
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from sofa_speechlm.attention import hf_normalizers
+from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.data.kaldi import read_table
+from sofa_speechlm.lm.backbone import load_pretrained
+from sofa_speechlm.lm.dropin_study import run_study, tokenize
+from sofa_speechlm.lm.offline_models import OFFLINE_MODELS, resolve_pretrained
+
+
+def read_sentences(text: Path, lowercase: bool, limit: int) -> list:
+    if not text.is_file():
+        raise FileNotFoundError(f"--text {text} does not exist (run stage 1, or give a Kaldi text file)")
+    sentences = [line for line in read_table(text).values() if line.strip()]
+    if not sentences:
+        raise ValueError(f"--text {text} holds no sentence")
+    sentences = sentences[:limit] if limit > 0 else sentences
+    return [s.lower() if lowercase else s for s in sentences]
+
+
+def plot(results: dict, output_dir: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    values = [results[n]["perplexity"] for n in names]
+    bars = ax.bar(names, values, color=["tab:gray" if n == "softmax" else "tab:blue" for n in names])
+    ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("text perplexity (log scale)")
+    ax.set_title(f"{title}: normalizer swapped in, no training", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output_dir / "perplexity.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name in names:
+        layers = {k: v for k, v in results[name]["outliers"].items() if k.count(".") == 1}
+        index = [int(k.split(".")[1]) for k in layers]
+        axes[0].plot(index, [v["max_inf_norm"] for v in layers.values()], marker=".", label=name)
+        axes[1].plot(index, [v["mean_kurtosis"] for v in layers.values()], marker=".", label=name)
+    for ax, label in zip(axes, ["max infinity norm", "mean kurtosis"]):
+        ax.set_yscale("log")
+        ax.set_xlabel("decoder layer (output)")
+        ax.set_ylabel(label)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{title}: decoder-layer output outliers", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(output_dir / "outliers.png", dpi=120)
+    plt.close(fig)
+
+
+def markdown(study: dict) -> str:
+    results = study["results"]
+    base = results.get("softmax", {}).get("perplexity")
+    lines = [
+        f"# Drop-in study: {study['model']}",
+        "",
+        f"Model: {study['model_description']}.",
+        "",
+        f"Text: {study['sentences']} sentences of `{study['text']}`"
+        f"{' (lower-cased)' if study['lowercase'] else ''}, {study['tokens']} scored tokens of the model's own "
+        f"tokenizer, each sentence after `{study['prefix_token']}`. No training: every normalizer is swapped into "
+        f"the same pretrained weights. Measured in {study['time_s']:.0f} s on {study['device']} "
+        f"({study['threads']} thread(s)).",
+        "",
+        "| normalizer | text PPL | vs softmax | max inf-norm (all layers) | mean kurtosis (layer outputs) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        layers = [v for k, v in result["outliers"].items() if k.count(".") == 1]
+        ratio = f"{result['perplexity'] / base:.2f}x" if base else "-"
+        lines.append(
+            f"| {name} | {result['perplexity']:.2f} | {ratio} | {max(v['max_inf_norm'] for v in layers):.1f} | "
+            f"{sum(v['mean_kurtosis'] for v in layers) / len(layers):.1f} |"
+        )
+    lines += ["", "![perplexity](perplexity.png)", "", "![outliers](outliers.png)", ""]
+    softmax = results.get("softmax")
+    if softmax:
+        lines += [
+            "Per-layer outlier statistics of the pretrained model (softmax attention):",
+            "",
+            "| layer | output max inf-norm | output mean kurtosis | attention o_proj max inf-norm | MLP down_proj max inf-norm |",
+            "|---|---|---|---|---|",
+        ]
+        outliers = softmax["outliers"]
+        for key in [k for k in outliers if k.count(".") == 1]:
+            attn = next(v for k, v in outliers.items() if k.startswith(key + ".") and "attn" in k)
+            mlp = next(v for k, v in outliers.items() if k.startswith(key + ".") and "attn" not in k)
+            lines.append(
+                f"| {key.split('.')[1]} | {outliers[key]['max_inf_norm']:.1f} | {outliers[key]['mean_kurtosis']:.1f} | "
+                f"{attn['max_inf_norm']:.1f} | {mlp['max_inf_norm']:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained_lm", default="smollm2", help=f"HF dir or offline model ({', '.join(OFFLINE_MODELS)})")
+    parser.add_argument("--text", type=Path, default=Path("data/test/textlm/text"), help="Kaldi text file to score")
+    parser.add_argument("--lowercase", type=lambda v: v.lower() == "true", default=True,
+                        help="lower-case the (upper-case, LibriSpeech-style) transcripts: true|false")
+    parser.add_argument("--max_sentences", type=int, default=0, help="score only the first N sentences (0: all)")
+    parser.add_argument("--normalizers", nargs="+", default=list(hf_normalizers()), choices=list(hf_normalizers()))
+    parser.add_argument("--prefix_token", default="<|endoftext|>", help="token before each sentence (not scored)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output_dir", type=Path, required=True)
+    parser.add_argument("--log_level", default="INFO")
+    return parser
+
+
+def main(cmd=None) -> None:
+    args = get_parser().parse_args(cmd)
+    setup_logging(args.log_level)
+    from transformers import AutoTokenizer
+
+    sentences = read_sentences(args.text, args.lowercase, args.max_sentences)
+    directory = resolve_pretrained(args.pretrained_lm)
+    model = load_pretrained(args.pretrained_lm).to(args.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    sequences = tokenize(tokenizer, sentences, args.prefix_token)
+    start = time.perf_counter()
+    results = run_study(model, sequences, args.normalizers, args.batch_size, args.device)
+    entry = OFFLINE_MODELS.get(args.pretrained_lm)
+    study = dict(
+        model=args.pretrained_lm, model_description=entry.description if entry else f"HF dir {directory}",
+        text=str(args.text), lowercase=args.lowercase, sentences=len(sentences), prefix_token=args.prefix_token,
+        tokens=next(iter(results.values()))["tokens"], device=args.device, threads=torch.get_num_threads(),
+        time_s=time.perf_counter() - start, results=results,
+    )
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "dropin_study.json").write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")
+    plot(results, args.output_dir, args.pretrained_lm)
+    (args.output_dir / "README.md").write_text(markdown(study), encoding="utf-8")
+    logging.info(f"Drop-in study written to {args.output_dir}/README.md")
+
+
+if __name__ == "__main__":
+    main()
