@@ -1,0 +1,5 @@
+"""Stage 6: metrics, outlier statistics and reports of the SpeechLMs (submodules load lazily)."""
+
+from sofa_speechlm.eval.drop import performance_drop
+
+__all__ = ["performance_drop"]
