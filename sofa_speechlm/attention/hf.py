@@ -23,6 +23,10 @@ from .normalizers import NORMALIZERS, resolve_options
 
 ATTENTION_IMPLEMENTATION = "sofa_speechlm"
 CONFIG_KEY = "sofa_attention"
+# Optional submodule of an attention module: called as quantizer(query, key, value) on the
+# head-split states (after RoPE, before GQA repetition) -> the same three, fake-quantized
+# (sofa_speechlm.quant.attention installs it for PTQ; the normalizer itself stays unquantized).
+QKV_QUANTIZER = "qkv_quantizer"
 GATED = "gated"
 GATE_DEFAULTS = {"gate_init": 0.99}
 
@@ -81,6 +85,9 @@ def sofa_attention_forward(module, query, key, value, attention_mask, scaling=No
     gate = kwargs.get("sofa_attention_gate")
     if normalizer == GATED:
         normalizer, options = "softmax", {}
+    quantizer = getattr(module, QKV_QUANTIZER, None)
+    if quantizer is not None:
+        query, key, value = quantizer(query, key, value)
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
