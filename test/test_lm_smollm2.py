@@ -143,18 +143,30 @@ def test_prepare_is_cached():
     assert time.perf_counter() - start < 60  # hashing only (a conversion takes minutes)
 
 
-def test_outlier_statistics_of_known_values():
-    from sofa_speechlm.lm.dropin_study import OutlierStats
+@torch.no_grad()
+def test_dropin_evaluate_on_a_tiny_llama_finds_a_planted_outlier():
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    stats = OutlierStats()
-    output = torch.tensor([[[1.0, -1.0], [1.0, -1.0], [50.0, 50.0]], [[0.0, 3.0], [0.0, 3.0], [9.0, 9.0]]])
-    stats.add(output, torch.tensor([3, 2]))  # the second sequence's last position is padding
-    assert stats.inf_norms == [50.0, 3.0]
-    assert stats.kurtoses[1] == pytest.approx(1.0)  # two equally frequent values
-    values = output[0].flatten().double()
-    centred = values - values.mean()
-    assert stats.kurtoses[0] == pytest.approx((centred**4).mean().item() / (centred**2).mean().item() ** 2)
-    assert stats.summary() == {"max_inf_norm": 50.0, "mean_kurtosis": pytest.approx(sum(stats.kurtoses) / 2)}
+    from sofa_speechlm.lm.dropin_study import evaluate, run_study
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    sequences = [torch.tensor([1, 5, 6, 7, 8]), torch.tensor([1, 9, 10])]
+    losses = [model(s[None], labels=s[None]).loss.item() * (len(s) - 1) for s in sequences]
+    results = run_study(model, sequences, ["softmax", "sofa"], batch_size=2, device="cpu")
+    assert results["softmax"]["tokens"] == 6
+    assert results["softmax"]["perplexity"] == pytest.approx(math.exp(sum(losses) / 6), rel=1e-4)
+    assert results["sofa"]["perplexity"] != pytest.approx(results["softmax"]["perplexity"], rel=1e-3)
+    assert len(results["softmax"]["outliers"]["per_layer"]["max_inf_norm"]) == 2
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[3].fill_(0)
+        model.model.layers[1].mlp.down_proj.weight[3, 0] = 1e4  # one hidden channel explodes
+    planted = evaluate(model, sequences, batch_size=2, device="cpu", desc="planted")["outliers"]
+    assert planted["summary"]["max_inf_norm_module"].startswith("layers.1")  # down_proj or the layer output after it
+    assert planted["summary"]["max_ffn_inf_norm"] > 10 * results["softmax"]["outliers"]["summary"]["max_ffn_inf_norm"]
+    assert planted["per_layer"]["max_inf_norm"][1] > 10 * planted["per_layer"]["max_inf_norm"][0]
 
 
 @needs_smollm2
@@ -171,7 +183,7 @@ def test_dropin_perplexity_of_padded_batches_equals_per_sentence_loss(smollm2):
         losses = [smollm2(s[None], labels=s[None]).loss.item() * (len(s) - 1) for s in sequences]
     assert result["tokens"] == sum(len(s) - 1 for s in sequences)
     assert result["perplexity"] == pytest.approx(math.exp(sum(losses) / result["tokens"]), rel=1e-3)
-    assert set(result["outliers"]) >= {"layer.0", "layer.29", "layer.29.self_attn.o_proj", "layer.29.mlp.down_proj"}
+    assert len(result["outliers"]["per_layer"]["max_inf_norm"]) == 30
     with pytest.raises(ValueError, match="prefix token '<nope>' is not in the tokenizer's vocabulary"):
         tokenize(tokenizer, ["x"], "<nope>")
 

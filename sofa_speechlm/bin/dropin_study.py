@@ -54,16 +54,15 @@ def plot(results: dict, output_dir: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for name in names:
-        layers = {k: v for k, v in results[name]["outliers"].items() if k.count(".") == 1}
-        index = [int(k.split(".")[1]) for k in layers]
-        axes[0].plot(index, [v["max_inf_norm"] for v in layers.values()], marker=".", label=name)
-        axes[1].plot(index, [v["mean_kurtosis"] for v in layers.values()], marker=".", label=name)
-    for ax, label in zip(axes, ["max infinity norm", "mean kurtosis"]):
+        per_layer = results[name]["outliers"]["per_layer"]
+        axes[0].plot(per_layer["max_inf_norm"], marker=".", label=name)
+        axes[1].plot(per_layer["mean_kurtosis"], marker=".", label=name)
+    for ax, label in zip(axes, ["max infinity norm (max over modules)", "mean kurtosis (over modules)"]):
         ax.set_yscale("log")
-        ax.set_xlabel("decoder layer (output)")
+        ax.set_xlabel("decoder layer")
         ax.set_ylabel(label)
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{title}: decoder-layer output outliers", fontsize=9)
+    fig.suptitle(f"{title}: activation outliers per layer (layer output, o_proj, down_proj, norms)", fontsize=9)
     fig.tight_layout()
     fig.savefig(output_dir / "outliers.png", dpi=120)
     plt.close(fig)
@@ -83,33 +82,39 @@ def markdown(study: dict) -> str:
         f"the same pretrained weights. Measured in {study['time_s']:.0f} s on {study['device']} "
         f"({study['threads']} thread(s)).",
         "",
-        "| normalizer | text PPL | vs softmax | max inf-norm (all layers) | mean kurtosis (layer outputs) |",
-        "|---|---|---|---|---|",
+        "| normalizer | text PPL | vs softmax | max inf-norm | (module) | mean kurtosis | max kurtosis |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
-        layers = [v for k, v in result["outliers"].items() if k.count(".") == 1]
+        summary = result["outliers"]["summary"]
         ratio = f"{result['perplexity'] / base:.2f}x" if base else "-"
         lines.append(
-            f"| {name} | {result['perplexity']:.2f} | {ratio} | {max(v['max_inf_norm'] for v in layers):.1f} | "
-            f"{sum(v['mean_kurtosis'] for v in layers) / len(layers):.1f} |"
+            f"| {name} | {result['perplexity']:.2f} | {ratio} | {summary['max_inf_norm']:.1f} | "
+            f"{summary['max_inf_norm_module']} | {summary['mean_kurtosis']:.1f} | {summary['max_kurtosis']:.1f} |"
         )
-    lines += ["", "![perplexity](perplexity.png)", "", "![outliers](outliers.png)", ""]
-    softmax = results.get("softmax")
-    if softmax:
+    lines += [
+        "",
+        "Outliers follow sofa_speechlm.eval.outliers: per sequence, the infinity norm and kurtosis of each "
+        "decoder layer's output, attention output projection, FFN output projection and norms; "
+        "'max inf-norm' is the largest per-module mean over sequences.",
+        "",
+        "![perplexity](perplexity.png)",
+        "",
+        "![outliers](outliers.png)",
+        "",
+    ]
+    shown = [n for n in ("softmax", "sofa") if n in results]
+    if shown:
         lines += [
-            "Per-layer outlier statistics of the pretrained model (softmax attention):",
+            "Per layer (max inf-norm over modules / mean kurtosis over modules):",
             "",
-            "| layer | output max inf-norm | output mean kurtosis | attention o_proj max inf-norm | MLP down_proj max inf-norm |",
-            "|---|---|---|---|---|",
+            "| layer | " + " | ".join(f"{n} inf-norm | {n} kurtosis" for n in shown) + " |",
+            "|---|" + "---|---|" * len(shown),
         ]
-        outliers = softmax["outliers"]
-        for key in [k for k in outliers if k.count(".") == 1]:
-            attn = next(v for k, v in outliers.items() if k.startswith(key + ".") and "attn" in k)
-            mlp = next(v for k, v in outliers.items() if k.startswith(key + ".") and "attn" not in k)
-            lines.append(
-                f"| {key.split('.')[1]} | {outliers[key]['max_inf_norm']:.1f} | {outliers[key]['mean_kurtosis']:.1f} | "
-                f"{attn['max_inf_norm']:.1f} | {mlp['max_inf_norm']:.1f} |"
-            )
+        per_layer = {n: results[n]["outliers"]["per_layer"] for n in shown}
+        for index in range(len(per_layer[shown[0]]["max_inf_norm"])):
+            cells = [f"{per_layer[n]['max_inf_norm'][index]:.1f} | {per_layer[n]['mean_kurtosis'][index]:.1f}" for n in shown]
+            lines.append(f"| {index} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
