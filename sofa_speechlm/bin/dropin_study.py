@@ -3,7 +3,8 @@
 Scores the sentences of a Kaldi `text` file (default: the embedded corpus's textLM test set)
 with the pretrained model and its own tokenizer, once per normalizer, and writes
 <output_dir>/{dropin_study.json, README.md, perplexity.png, outliers.png}: text perplexity
-per normalizer and per-layer outlier statistics (max infinity norm, mean kurtosis).
+per normalizer, per-layer outlier statistics (max infinity norm, mean kurtosis), and the
+perplexity drop of PTQ variants (--ptq, e.g. RTN and SmoothQuant at W8A8 and W4A4).
 
     python -m sofa_speechlm.bin.dropin_study --pretrained_lm smollm2 --output_dir exp/dropin_smollm2
 """
@@ -20,7 +21,7 @@ from sofa_speechlm.attention import hf_normalizers
 from sofa_speechlm.bin import setup_logging
 from sofa_speechlm.data.kaldi import read_table
 from sofa_speechlm.lm.backbone import load_pretrained
-from sofa_speechlm.lm.dropin_study import run_study, tokenize
+from sofa_speechlm.lm.dropin_study import calibration_windows, run_ptq, run_study, tokenize
 from sofa_speechlm.lm.offline_models import OFFLINE_MODELS, resolve_pretrained
 
 
@@ -103,6 +104,21 @@ def markdown(study: dict) -> str:
         "![outliers](outliers.png)",
         "",
     ]
+    if study.get("ptq"):
+        calibration = study["calibration"]
+        lines += [
+            f"PTQ of the text model (sofa_speechlm.quant, simulated; calibration: {calibration['windows']} windows of "
+            f"{calibration['length']} tokens of `{calibration['text']}`). The weights had already been through Q4_1 "
+            "(4-bit, groups of 32) before fp32 dequantization, so weight-quantization drops start from 4-bit-rounded weights.",
+            "",
+            "| normalizer | FP PPL | " + " | ".join(next(iter(study["ptq"].values()))) + " |",
+            "|---|---|" + "---|" * len(next(iter(study["ptq"].values()))),
+        ]
+        for normalizer, variants in study["ptq"].items():
+            fp = results[normalizer]["perplexity"]
+            cells = [f"{ppl:.2f} ({100 * (ppl / fp - 1):+.1f}%)" for ppl in variants.values()]
+            lines.append(f"| {normalizer} | {fp:.2f} | " + " | ".join(cells) + " |")
+        lines.append("")
     shown = [n for n in ("softmax", "sofa") if n in results]
     if shown:
         lines += [
@@ -128,6 +144,14 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_sentences", type=int, default=0, help="score only the first N sentences (0: all)")
     parser.add_argument("--normalizers", nargs="+", default=list(hf_normalizers()), choices=list(hf_normalizers()))
     parser.add_argument("--prefix_token", default="<|endoftext|>", help="token before each sentence (not scored)")
+    parser.add_argument("--ptq", nargs="*", default=["rtn:W8A8", "smoothquant:W8A8", "rtn:W4A4", "smoothquant:W4A4"],
+                        help="PTQ variants method:setting whose perplexity drop is measured (none: leave out)")
+    parser.add_argument("--ptq_normalizers", nargs="+", default=["softmax", "sofa"], choices=list(hf_normalizers()),
+                        help="normalizers the PTQ variants are measured with")
+    parser.add_argument("--calibration_text", type=Path, default=Path("data/train/textlm/text"),
+                        help="Kaldi text file of the PTQ calibration sentences (not the scored ones)")
+    parser.add_argument("--calibration_windows", type=int, default=16, help="calibration windows of --calibration_length tokens")
+    parser.add_argument("--calibration_length", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output_dir", type=Path, required=True)
@@ -147,12 +171,27 @@ def main(cmd=None) -> None:
     sequences = tokenize(tokenizer, sentences, args.prefix_token)
     start = time.perf_counter()
     results = run_study(model, sequences, args.normalizers, args.batch_size, args.device)
+    ptq = {}
+    missing = sorted(set(args.ptq_normalizers) - set(args.normalizers)) if args.ptq else []
+    if missing:
+        raise ValueError(f"--ptq_normalizers {missing} must also be in --normalizers (their FP perplexity is the baseline)")
+    if args.ptq:
+        variants = [tuple(v.split(":", 1)) for v in args.ptq]
+        if any(len(v) != 2 for v in variants):
+            raise ValueError(f"--ptq: expected method:setting entries such as smoothquant:W4A4, got {args.ptq}")
+        calibration = calibration_windows(
+            tokenize(tokenizer, read_sentences(args.calibration_text, args.lowercase, 0), args.prefix_token),
+            args.calibration_length, args.calibration_windows,
+        )
+        ptq = run_ptq(lambda: load_pretrained(args.pretrained_lm).eval(), sequences, calibration,
+                      args.ptq_normalizers, variants, args.batch_size, args.device)
     entry = OFFLINE_MODELS.get(args.pretrained_lm)
     study = dict(
         model=args.pretrained_lm, model_description=entry.description if entry else f"HF dir {directory}",
         text=str(args.text), lowercase=args.lowercase, sentences=len(sentences), prefix_token=args.prefix_token,
         tokens=next(iter(results.values()))["tokens"], device=args.device, threads=torch.get_num_threads(),
-        time_s=time.perf_counter() - start, results=results,
+        time_s=time.perf_counter() - start, results=results, ptq=ptq,
+        calibration=dict(text=str(args.calibration_text), windows=args.calibration_windows, length=args.calibration_length),
     )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "dropin_study.json").write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")

@@ -62,3 +62,30 @@ def run_study(model, sequences: List[torch.Tensor], normalizers: Sequence[str], 
         results[normalizer] = evaluate(model, sequences, batch_size, device, desc=normalizer)
         logging.info(f"{normalizer}: perplexity {results[normalizer]['perplexity']:.2f}")
     return results
+
+
+def calibration_windows(sequences: List[torch.Tensor], length: int, count: int) -> List[torch.Tensor]:
+    """Up to `count` [1, length] windows of the concatenated sentences (no padding to skew statistics)."""
+    stream = torch.cat(sequences)
+    windows = min(count, len(stream) // length)
+    if windows == 0:
+        raise ValueError(f"calibration text has {len(stream)} tokens, fewer than one window of {length}")
+    return [stream[i * length : (i + 1) * length][None] for i in range(windows)]
+
+
+def run_ptq(load_model, sequences, calibration, normalizers, variants, batch_size: int, device: str) -> dict:
+    """{normalizer: {"<method>_<setting>": perplexity}} of a fresh pretrained model per variant,
+    switched to `normalizer` and quantized with sofa_speechlm.quant (simulated execution)."""
+    from sofa_speechlm.quant import make_config, quantize
+
+    results = {}
+    for normalizer in normalizers:
+        for method, setting in variants:
+            name = f"{method}_{setting}".lower()
+            model = apply_attention(load_model(), normalizer)
+            quantize(model, make_config(method, setting), calibration)
+            model.to(device)
+            perplexity = evaluate(model, sequences, batch_size, device, desc=f"{normalizer} {name}")["perplexity"]
+            results.setdefault(normalizer, {})[name] = perplexity
+            logging.info(f"{normalizer} {name}: perplexity {perplexity:.2f}")
+    return results
