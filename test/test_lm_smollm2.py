@@ -200,3 +200,19 @@ def test_smollm2_recipe_configs_build():
     lm = SofaCausalLM(40, **configs["smollm2_sofa_lora"]["lm_conf"])
     adapted = [n for n, _ in lm.named_parameters() if "k_proj.lora_A" in n]
     assert len(adapted) == 30 and lm.model.peft_config["default"].r == 256
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--ptq", "smoothquant-W4A4"], "expected method:setting"),
+        (["--ptq", "smoothquant:W3A3"], "W3A3"),
+        (["--normalizers", "sofa", "--ptq_normalizers", "softmax"], r"--ptq_normalizers \['softmax'\] must also be in --normalizers"),
+        (["--ptq", "none", "--text", "/nonexistent/text"], "--text /nonexistent/text does not exist"),
+    ],
+)
+def test_dropin_cli_bad_input_stops_before_loading(tmp_path, options, message):
+    from sofa_speechlm.bin import dropin_study
+
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        dropin_study.main(["--pretrained_lm", "/nonexistent/model", "--output_dir", str(tmp_path)] + options)

@@ -145,7 +145,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalizers", nargs="+", default=list(hf_normalizers()), choices=list(hf_normalizers()))
     parser.add_argument("--prefix_token", default="<|endoftext|>", help="token before each sentence (not scored)")
     parser.add_argument("--ptq", nargs="*", default=["rtn:W8A8", "smoothquant:W8A8", "rtn:W4A4", "smoothquant:W4A4"],
-                        help="PTQ variants method:setting whose perplexity drop is measured (none: leave out)")
+                        help="PTQ variants method:setting whose perplexity drop is measured ('none': no PTQ)")
     parser.add_argument("--ptq_normalizers", nargs="+", default=["softmax", "sofa"], choices=list(hf_normalizers()),
                         help="normalizers the PTQ variants are measured with")
     parser.add_argument("--calibration_text", type=Path, default=Path("data/train/textlm/text"),
@@ -159,12 +159,29 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_ptq(args) -> list:
+    """(method, setting) pairs of --ptq, checked before any model is loaded."""
+    from sofa_speechlm.quant import make_config
+
+    variants = [tuple(v.split(":", 1)) for v in args.ptq if v != "none"]
+    if any(len(v) != 2 for v in variants):
+        raise ValueError(f"--ptq: expected method:setting entries such as smoothquant:W4A4, got {args.ptq}")
+    for method, setting in variants:
+        make_config(method, setting)  # names the unknown method or setting
+    missing = sorted(set(args.ptq_normalizers) - set(args.normalizers)) if variants else []
+    if missing:
+        raise ValueError(f"--ptq_normalizers {missing} must also be in --normalizers (their FP perplexity is the baseline)")
+    return variants
+
+
 def main(cmd=None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)
     from transformers import AutoTokenizer
 
+    variants = parse_ptq(args)
     sentences = read_sentences(args.text, args.lowercase, args.max_sentences)
+    calibration_sentences = read_sentences(args.calibration_text, args.lowercase, 0) if variants else []
     directory = resolve_pretrained(args.pretrained_lm)
     model = load_pretrained(args.pretrained_lm).to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -172,16 +189,9 @@ def main(cmd=None) -> None:
     start = time.perf_counter()
     results = run_study(model, sequences, args.normalizers, args.batch_size, args.device)
     ptq = {}
-    missing = sorted(set(args.ptq_normalizers) - set(args.normalizers)) if args.ptq else []
-    if missing:
-        raise ValueError(f"--ptq_normalizers {missing} must also be in --normalizers (their FP perplexity is the baseline)")
-    if args.ptq:
-        variants = [tuple(v.split(":", 1)) for v in args.ptq]
-        if any(len(v) != 2 for v in variants):
-            raise ValueError(f"--ptq: expected method:setting entries such as smoothquant:W4A4, got {args.ptq}")
+    if variants:
         calibration = calibration_windows(
-            tokenize(tokenizer, read_sentences(args.calibration_text, args.lowercase, 0), args.prefix_token),
-            args.calibration_length, args.calibration_windows,
+            tokenize(tokenizer, calibration_sentences, args.prefix_token), args.calibration_length, args.calibration_windows
         )
         ptq = run_ptq(lambda: load_pretrained(args.pretrained_lm).eval(), sequences, calibration,
                       args.ptq_normalizers, variants, args.batch_size, args.device)
