@@ -47,6 +47,7 @@ def plot(results: dict, output_dir: Path, title: str) -> None:
     bars = ax.bar(names, values, color=["tab:gray" if n == "softmax" else "tab:blue" for n in names])
     ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=8)
     ax.set_yscale("log")
+    ax.tick_params(axis="x", labelrotation=20)
     ax.set_ylabel("text perplexity (log scale)")
     ax.set_title(f"{title}: normalizer swapped in, no training", fontsize=9)
     fig.tight_layout()
