@@ -85,6 +85,71 @@ def test_unsupported_gguf_model_type_lists_supported(tmp_path):
         convert_gguf(path, tmp_path / "out")
 
 
+def _permute_for_gguf(weight, heads):
+    """llama.cpp's q/k row order (rotary halves interleaved per head), which transformers undoes."""
+    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def write_tiny_llama_gguf(path, model):
+    """A tiny fp32 Llama GGUF (SmolLM2's layout: grouped KV heads, tied embeddings, BPE tokenizer)."""
+    import gguf
+
+    config, vocab = model.config, model.config.vocab_size
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_vocab_size(vocab)
+    writer.add_tokenizer_model("gpt2")
+    tokens = ["<|endoftext|>"] + [chr(ord("a") + i) for i in range(vocab - 6)] + ["ab", "cd", "ef", "gh", "\u0120"]
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * vocab)
+    writer.add_token_merges(["a b", "c d", "e f", "g h"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(0)
+    state = {name: tensor.numpy() for name, tensor in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    names = dict(attn_v="self_attn.v_proj", attn_output="self_attn.o_proj", ffn_gate="mlp.gate_proj", ffn_up="mlp.up_proj",
+                 ffn_down="mlp.down_proj", attn_norm="input_layernorm", ffn_norm="post_attention_layernorm")
+    for i in range(config.num_hidden_layers):
+        prefix = f"model.layers.{i}."
+        writer.add_tensor(f"blk.{i}.attn_q.weight", _permute_for_gguf(state[prefix + "self_attn.q_proj.weight"], config.num_attention_heads))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", _permute_for_gguf(state[prefix + "self_attn.k_proj.weight"], config.num_key_value_heads))
+        for gguf_name, hf_name in names.items():
+            writer.add_tensor(f"blk.{i}.{gguf_name}.weight", state[prefix + hf_name + ".weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@torch.no_grad()
+def test_convert_gguf_of_a_tiny_llama_reproduces_its_logits_and_is_cached(tmp_path):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, rms_norm_eps=1e-5)
+    model = LlamaForCausalLM(config).eval()
+    write_tiny_llama_gguf(tmp_path / "tiny.gguf", model)
+    output = convert_gguf(tmp_path / "tiny.gguf", tmp_path / "hf")
+    converted = load_pretrained(str(output)).eval()
+    assert not hasattr(converted.config, "quantization_config")
+    ids = torch.randint(0, 32, (2, 9), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(converted(ids).logits, model(ids).logits, rtol=0, atol=1e-6)
+    assert len(AutoTokenizer.from_pretrained(output)) == 32
+    stamp = (output / offline_models.STAMP).stat().st_mtime_ns
+    convert_gguf(tmp_path / "tiny.gguf", tmp_path / "hf")
+    assert (output / offline_models.STAMP).stat().st_mtime_ns == stamp  # cached: not converted again
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     return load_pretrained("smollm2").eval()
