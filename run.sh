@@ -33,7 +33,7 @@ nbpe=1000               # sentencepiece vocabulary size over text and units
 bpemode=unigram         # sentencepiece model type: unigram or bpe
 # Stage 4: language model
 lm_configs="conf/lm/tiny_sofa_full.yaml conf/lm/tiny_vanilla_full.yaml"  # LM configs, one experiment each
-pretrained_lm=""        # local HuggingFace dir of the pretrained text LM; config's choice when empty
+pretrained_lm=""        # pretrained text LM: local HuggingFace dir or offline model name (smollm2); config's choice when empty
 ngpu=0                  # GPUs for training (ESPnet's --ngpu)
 # Stage 5: post-training quantization
 ptq_methods="rtn smoothquant omniquant affinequant"  # PTQ methods or presets of --ptq_config (e.g. smoothquant_clip1)

@@ -1,7 +1,15 @@
-"""apply_attention on tiny random OPT and Qwen2 causal LMs built here (no downloads)."""
+"""apply_attention on tiny random OPT, Qwen2 and Llama causal LMs built here (no downloads)."""
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from sofa_speechlm.attention import (
     ATTENTION_IMPLEMENTATION,
@@ -31,7 +39,17 @@ def tiny_qwen2():
     return Qwen2ForCausalLM(config).eval()
 
 
-MODELS = {"opt": tiny_opt, "qwen2": tiny_qwen2}
+def tiny_llama():
+    """SmolLM2's layout in small: grouped KV heads (4 query / 2 KV), tied embeddings."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+MODELS = {"opt": tiny_opt, "qwen2": tiny_qwen2, "llama": tiny_llama}
 IDS = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
 PADDED = torch.ones(2, 12, dtype=torch.long)
 PADDED[1, :3] = 0  # left padding
@@ -137,6 +155,6 @@ def test_bad_requests_list_what_is_supported(model):
         apply_attention(model, "gated", gate_init=1.0)
     other = torch.nn.Linear(2, 2)
     other.config = type("Config", (), {"model_type": "bert"})()
-    with pytest.raises(ValueError, match="model type 'bert'; supported: opt, qwen2"):
+    with pytest.raises(ValueError, match="model type 'bert'; supported: opt, qwen2, llama"):
         apply_attention(other, "sofa")
-    assert supported_model_types() == ("opt", "qwen2")
+    assert supported_model_types() == ("opt", "qwen2", "llama")

@@ -2,7 +2,16 @@
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from sofa_speechlm.lm.backbone import BackboneError
 from sofa_speechlm.lm.causal_lm import SofaCausalLM
@@ -17,6 +26,11 @@ TINY_QWEN2 = dict(
     model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
     tie_word_embeddings=False,
+)
+TINY_LLAMA = dict(  # SmolLM2's layout in small: grouped KV heads, tied embeddings
+    model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    tie_word_embeddings=True,
 )
 SMALL_LORA = dict(rank=4, alpha=8, dropout=0.0)
 
@@ -37,7 +51,7 @@ def train_steps(lm: SofaCausalLM, steps: int = 2) -> None:
         optimizer.step()
 
 
-@pytest.mark.parametrize("hf_config", [TINY_OPT, TINY_QWEN2], ids=["opt", "qwen2"])
+@pytest.mark.parametrize("hf_config", [TINY_OPT, TINY_QWEN2, TINY_LLAMA], ids=["opt", "qwen2", "llama"])
 @pytest.mark.parametrize("finetune, attention", [("full", "sofa"), ("lora", "softmax"), ("full", "gated")])
 def test_cached_batch_scores_equal_full_recompute(hf_config, finetune, attention):
     lm = tiny_lm(finetune, hf_config, attention).eval()
@@ -84,6 +98,22 @@ def test_pretrained_qwen2_with_untied_head(tmp_path):
     head = lm.model.get_output_embeddings().weight
     assert head.shape == (VOCAB, 32) and head is not lm.model.get_input_embeddings().weight
     assert head.requires_grad  # the new vocabulary layers train in adapter modes
+
+
+def test_pretrained_llama_with_tied_head_gets_default_lora_targets(tmp_path):
+    config = LlamaConfig(**{k: v for k, v in TINY_LLAMA.items() if k != "model_type"}, vocab_size=300)
+    base = LlamaForCausalLM(config)
+    base.save_pretrained(tmp_path / "llama")
+    lm = SofaCausalLM(VOCAB, pretrained=str(tmp_path / "llama"), attention="sofa", finetune="lora", lora_conf=SMALL_LORA)
+    embedding = lm.model.get_input_embeddings().weight
+    assert embedding.shape == (VOCAB, 32) and lm.model.get_output_embeddings().weight is embedding
+    assert embedding.requires_grad
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in lm.named_parameters() if ".lora_A" in n}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    frozen = dict(lm.model.named_parameters())["base_model.model.model.layers.1.mlp.down_proj.base_layer.weight"]
+    assert not frozen.requires_grad and torch.equal(frozen, base.model.layers[1].mlp.down_proj.weight)
+    train_steps(lm, steps=1)
+    assert lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
 
 
 @pytest.mark.parametrize("attention", ["sofa", "gated"])

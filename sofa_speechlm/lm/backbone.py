@@ -1,15 +1,16 @@
 """The HuggingFace causal LM under the SpeechLM: loading, random building, joint vocabulary.
 
-Two sources are supported: a pretrained local directory or hub id (`pretrained`), or an
-inline HF config dict (`hf_config`) that builds a randomly initialised model (the embedded
-default: no pretrained OPT is available offline).
+Two sources are supported: a pretrained local directory, hub id or offline model name such
+as `smollm2` (`pretrained`), or an inline HF config dict (`hf_config`) that builds a randomly
+initialised model (the embedded default: no pretrained OPT is available offline).
 
 Vocabulary adaptation: the joint speech-text BPE vocabulary shares no ids with the
 pretrained text tokenizer, so every row of the input embedding is re-drawn, not copied.
 Rows are sampled from a normal distribution with the per-dimension mean and standard
 deviation of the pretrained embedding matrix, so that the first layer sees inputs on the
 scale it was trained for. An untied output head is re-drawn the same way from its own
-statistics; a tied head (OPT, Qwen2.5-0.5B) shares the new embedding.
+statistics; a tied head (OPT, Qwen2.5-0.5B, SmolLM2) shares the new embedding. The
+pretrained tokenizer (e.g. SmolLM2's) is therefore never used by the SpeechLM.
 """
 
 import logging
@@ -43,11 +44,15 @@ def _is_hub_id(name: str) -> bool:
 
 
 def load_pretrained(pretrained: str) -> PreTrainedModel:
-    """Load an OPT/Qwen2 causal LM from a local directory or a hub id (offline cache)."""
+    """Load an OPT/Qwen2/Llama causal LM from a local directory, a hub id (offline cache) or
+    the name of an offline model (sofa_speechlm.lm.offline_models, e.g. 'smollm2')."""
+    from sofa_speechlm.lm.offline_models import OFFLINE_MODELS, resolve_pretrained
+
+    pretrained = resolve_pretrained(pretrained)
     if not os.path.isdir(pretrained) and not _is_hub_id(pretrained):
         raise BackboneError(
-            f"pretrained: '{pretrained}' is neither an existing directory nor a hub id "
-            "of the form 'owner/name'"
+            f"pretrained: '{pretrained}' is neither an existing directory, a hub id "
+            f"of the form 'owner/name', nor a known offline model ({', '.join(OFFLINE_MODELS)})"
         )
     try:
         config = AutoConfig.from_pretrained(pretrained)

@@ -53,11 +53,12 @@ def _check_lora_conf(lora_conf: Optional[dict]) -> dict:
 
 
 class SofaCausalLM(AbsLM):
-    """A pretrained (or inline-config) OPT/Qwen2 causal LM over the joint vocabulary.
+    """A pretrained (or inline-config) OPT/Qwen2/Llama causal LM over the joint vocabulary.
 
     Args:
         vocab_size: size of the ESPnet token list (the last entry is <sos/eos>).
-        pretrained: local HF directory or hub id (give exactly one of this and `hf_config`).
+        pretrained: local HF directory, hub id or offline model name such as `smollm2`
+            (give exactly one of this and `hf_config`).
         hf_config: inline HF config dict (with `model_type`) of a randomly initialised model.
         init_seed: seed of the random initialisation of an inline-config model.
         attention: `softmax` (HF's own SDPA, the vanilla baseline) or a normalizer of

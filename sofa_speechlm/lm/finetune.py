@@ -17,6 +17,7 @@ FINETUNE_MODES = ("full", "lora", "qlora")
 DEFAULT_LORA_TARGETS: Dict[str, List[str]] = {
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 # The paper's LoRA hyperparameters.
 DEFAULT_LORA_CONF = dict(rank=256, alpha=256, dropout=0.05, target_modules=None)

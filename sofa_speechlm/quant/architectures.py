@@ -62,6 +62,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
 }
 
+# Llama (SmolLM2) has Qwen2's layout: RMSNorm pairs input_layernorm -> q/k/v and
+# post_attention_layernorm -> gate/up, o_proj/down_proj unsmoothed, grouped KV heads, RoPE.
+ARCHITECTURES["llama"] = ARCHITECTURES["qwen2"]
+
 
 class ArchitectureError(ValueError):
     """A model PTQ cannot handle (unknown family or missing modules)."""

@@ -55,7 +55,7 @@ def prepare(model: nn.Module, config: QuantConfig) -> nn.Module:
 
 
 def quantize(model: nn.Module, config: QuantConfig, calibration: Sequence[torch.Tensor] = ()) -> nn.Module:
-    """Quantize a HuggingFace OPT/Qwen2 causal LM in place with ``config``'s method; returns it (eval mode).
+    """Quantize a HuggingFace OPT/Qwen2/Llama causal LM in place with ``config``'s method; returns it (eval mode).
 
     ``calibration``: list of LongTensor token-id batches [batch, length]; may be empty for
     methods that need none (RTN)."""

@@ -1,6 +1,6 @@
 """ESPnet's LM task with the SOFA SpeechLM registered next to ESPnet's built-in LMs.
 
-`--lm sofa_opt` (SofaCausalLM: OPT or Qwen2 backbones) and `--model sofa_lm` (VoxtLM
+`--lm sofa_opt` (SofaCausalLM: OPT, Qwen2 or Llama backbones) and `--model sofa_lm` (VoxtLM
 multitask or whole-sequence loss) join ESPnet's choices; everything else (trainer, DDP,
 AMP, resuming, batch_bins, averaging) is ESPnet's. Every entry point that rebuilds a model
 from config.yaml must go through `SofaLMTask`, which importing this module provides.
