@@ -1,0 +1,1 @@
+"""Stage 6: metrics (perplexity, WER, CER), batched decoding, Whisper, scoring of one model."""
