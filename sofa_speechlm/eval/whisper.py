@@ -92,13 +92,16 @@ class OpenAIWhisper:
 class FasterWhisper:
     """faster-whisper (CTranslate2) from a model dir with model.bin, config.json, tokenizer.json."""
 
-    def __init__(self, model_dir: str, device: str = "cpu", num_threads: int = 0):
+    def __init__(self, model_dir: str, device: str = "cpu", num_threads: int | None = None):
         from faster_whisper import WhisperModel
 
         self.name = str(model_dir)
         device = "cuda" if str(device).startswith("cuda") else "cpu"
         compute_type = "float16" if device == "cuda" else "int8"
-        self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type, cpu_threads=num_threads)
+        import torch
+
+        threads = num_threads or torch.get_num_threads()  # CTranslate2 would take 4 threads on any machine
+        self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads)
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
         texts = []
