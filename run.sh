@@ -42,10 +42,10 @@ ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16
 eval_sets="textlm speechlm asr tts"  # test sets scored per model: textlm speechlm (PPL, accuracy) asr (WER) tts (CER)
 asr_beam_size=1         # ASR beam size (1: greedy)
 tts_beam_size=1         # TTS beam size (1: greedy)
-asr_max_utts=0          # ASR test utterances scored, the first N by id (0: all)
-tts_max_utts=8          # TTS test utterances vocoded and transcribed, the first N by id (0: all)
+asr_max_utts=25         # ASR test utterances scored, the first N by id (0: all)
+tts_max_utts=5          # TTS test utterances vocoded and transcribed, the first N by id (0: all)
 asr_max_new_tokens=150  # longest ASR transcript in BPE tokens
-tts_max_new_tokens=500  # longest TTS unit sequence in BPE tokens
+tts_max_new_tokens=300  # longest TTS unit sequence in BPE tokens (embedded test references: at most 226)
 eval_batch_size=16      # utterances decoded together (KV-cached batched greedy/beam search)
 eval_latency=true       # per-token decoding latency at batch size 1 (true|false)
 whisper_model=""        # Whisper judge of the TTS CER: openai-whisper .pt or CTranslate2 dir; empty: tools/models/whisper-tiny.en (tools/install.sh)
@@ -311,33 +311,36 @@ if wants_stage 6; then
         --tts_max_new_tokens "${tts_max_new_tokens}" --batch_size "${eval_batch_size}"
         --vocoder_dir "${expdir}/vocoder" --device "${eval_device}" --seed "${seed}")
     [ -n "${whisper_model}" ] && eval_opts+=(--whisper_model "${whisper_model}")
-    eval_settings="${eval_opts[*]} vocoder=$(cat "$(marker 2b)" 2>/dev/null | md5sum | cut -c1-12)"
+    eval_settings="${eval_opts[*]} vocoder=$({ cat "$(marker 2b)" 2>/dev/null || true; } | md5sum | cut -c1-12)"
     for lm_config in ${lm_configs}; do
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
         [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 6 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
-        fp_model_id=$(cat "$(marker "4.lm_${lm_name}")" 2>/dev/null | md5sum | cut -c1-12)
+        fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
         variants=(fp)
         for ptq_dir in "${lm_exp}"/ptq/*/; do
             [ -f "${ptq_dir}.done" ] && variants+=("$(basename "${ptq_dir}")")
         done
+        # The models not yet scored with these settings, evaluated in one process (one Whisper load).
+        todo=(); todo_opts=(--fp false)
         for variant in "${variants[@]}"; do
-            model_opts=(--exp_dir "${lm_exp}"); model_id=${fp_model_id}
-            if [ "${variant}" != fp ]; then
-                model_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}")
-                model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
-            fi
-            out=${lm_exp}/eval/${variant}
-            settings="${eval_settings} model=${model_id}"
-            if stage_finished "6.lm_${lm_name}.${variant}" "${settings}" && [ -f "${out}/scores.json" ]; then
-                log "Stage 6: ${out}/scores.json already complete; skipping"
+            model_id=${fp_model_id}
+            [ "${variant}" != fp ] && model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
+            if stage_finished "6.lm_${lm_name}.${variant}" "${eval_settings} model=${model_id}" && [ -f "${lm_exp}/eval/${variant}/scores.json" ]; then
+                log "Stage 6: ${lm_exp}/eval/${variant}/scores.json already complete; skipping"
                 continue
             fi
-            log "Stage 6: evaluating ${lm_name} ${variant} -> ${out}/scores.json (log: ${out}/evaluate.log)"
-            ${train_cmd} "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate "${model_opts[@]}" \
-                "${eval_opts[@]}" --output_dir "${out}"
-            finish_stage "6.lm_${lm_name}.${variant}" "${settings}"
+            todo+=("${variant}:${model_id}")
+            if [ "${variant}" = fp ]; then todo_opts[1]=true; else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
         done
+        if [ ${#todo[@]} -gt 0 ]; then
+            log "Stage 6: evaluating ${lm_name}: ${todo[*]%%:*} -> ${lm_exp}/eval/<variant>/scores.json (log: ${lm_exp}/eval/evaluate.log)"
+            ${train_cmd} "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
+                "${todo_opts[@]}" "${eval_opts[@]}"
+            for item in "${todo[@]}"; do
+                finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
+            done
+        fi
         if stage_finished "6.outliers.${lm_name}" "model=${fp_model_id}" && [ -f "${lm_exp}/eval/fp/outliers.json" ]; then
             log "Stage 6: outlier statistics of ${lm_exp} already in ${lm_exp}/eval/fp"
         else

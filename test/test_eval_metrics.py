@@ -209,6 +209,8 @@ def test_ptq_dir_of_another_vocabulary_or_experiment_is_refused(experiment, tmp_
     (variant / "quant_config.yaml").write_text(yaml.safe_dump({"method": "rtn", "setting": "W8A8", "source": source}))
     with pytest.raises(ValueError, match="was quantized from .*lm_other, not from --exp_dir"):
         evaluate.main(common)
+    with pytest.raises(SystemExit, match="--output_dir names one model's dir, but 2 models"):
+        evaluate.main(common + ["--fp", "true"])
 
 
 def test_reference_rows_score_ground_truth_and_resynthesis(experiment, tmp_path):

@@ -3,8 +3,9 @@ or the TTS reference rows, into <output_dir>/scores.json (CONTRACTS.md).
 
 The full-precision stage-4 model:
     python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x            # -> exp/lm_x/eval/fp
-A stage-5 variant of it (checked to come from that experiment and vocabulary):
-    python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --ptq_dir exp/lm_x/ptq/rtn_w8a8
+Stage-5 variants of it (checked to come from that experiment and vocabulary), and with --fp
+true the full-precision model too, in one process (Whisper and the vocoder are loaded once):
+    python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --ptq_dir exp/lm_x/ptq/rtn_w8a8 ... [--fp true]
 The reference rows (Whisper on the ground-truth audio and on the vocoder's resynthesis):
     python -m sofa_speechlm.bin.evaluate --reference --output_dir exp/eval/reference
 
@@ -16,6 +17,7 @@ metric group already in scores.json with the same settings.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import logging
 from pathlib import Path
@@ -43,9 +45,10 @@ def str2bool(value: str) -> bool:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", help="stage-4 LM experiment dir (exp/lm_<name>)")
-    parser.add_argument("--ptq_dir", help="stage-5 variant dir of that experiment (exp/lm_<name>/ptq/<variant>)")
+    parser.add_argument("--ptq_dir", nargs="*", default=[], help="stage-5 variant dirs of that experiment (exp/lm_<name>/ptq/<variant>)")
+    parser.add_argument("--fp", type=str2bool, default=None, help="also score the full-precision model (default: only without --ptq_dir)")
     parser.add_argument("--reference", action="store_true", help="score the TTS reference rows instead of a model")
-    parser.add_argument("--output_dir", help="default: <exp_dir>/eval/<fp|variant>, or exp/eval/reference")
+    parser.add_argument("--output_dir", help="default: <exp_dir>/eval/<fp|variant>, or exp/eval/reference (one model only)")
     parser.add_argument("--lm_text_dir", default="dump/lm_text/test", help="test LM text: textlm.txt speechlm.txt asr.txt tts.txt")
     parser.add_argument("--tts_data_dir", default="data/test/tts", help="test TTS data dir (wav.scp, text, units) for --reference")
     parser.add_argument("--eval_sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS, help="test sets to score")
@@ -56,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_max_utts", type=int, default=0, help="score the first N ASR test utterances (0: all)")
     parser.add_argument("--tts_max_utts", type=int, default=0, help="score the first N TTS test utterances (0: all)")
     parser.add_argument("--asr_max_new_tokens", type=int, default=150, help="longest ASR transcript in tokens")
-    parser.add_argument("--tts_max_new_tokens", type=int, default=500, help="longest TTS unit sequence in tokens")
+    parser.add_argument("--tts_max_new_tokens", type=int, default=300, help="longest TTS unit sequence in tokens")
     parser.add_argument("--batch_size", type=int, default=16, help="utterances decoded (or scored) together")
     parser.add_argument("--vocoder_dir", default="exp/vocoder", help="stage-2 vocoder dir for TTS")
     parser.add_argument("--whisper_model", default=None,
@@ -84,10 +87,11 @@ def fingerprint(*paths: Path) -> str:
 class Subject:
     """The model under evaluation: its scores.json header, loader and vocabulary."""
 
-    def __init__(self, args):
+    def __init__(self, args, ptq_dir: str | None):
         from sofa_speechlm.lm.experiment import LMExperiment
 
         self.args = args
+        self.ptq_dir = ptq_dir
         self.experiment = LMExperiment.find(args.exp_dir)
         config = yaml.safe_load(self.experiment.train_config.read_text(encoding="utf-8"))
         self.token_list = config["token_list"]
@@ -104,8 +108,8 @@ class Subject:
         }
         self.model_files = [self.experiment.model_file]
         self.quant_config = None
-        if args.ptq_dir:
-            self._check_ptq_dir(Path(args.ptq_dir))
+        if ptq_dir:
+            self._check_ptq_dir(Path(ptq_dir))
         self._model = None
 
     def _check_ptq_dir(self, ptq_dir: Path) -> None:
@@ -140,7 +144,7 @@ class Subject:
             if self.quant_config is not None:
                 from sofa_speechlm.quant import load_quantized
 
-                model = load_quantized(self.args.ptq_dir, device=self.args.device, execution=self.args.execution)
+                model = load_quantized(self.ptq_dir, device=self.args.device, execution=self.args.execution)
                 execution = getattr(model, "execution", None)
                 if execution in ("real", "simulated"):
                     self.header["execution"] = execution
@@ -154,15 +158,15 @@ class Subject:
         return self._model
 
 
-def default_output_dir(args) -> Path:
+def default_output_dir(args, ptq_dir: str | None = None) -> Path:
     if args.output_dir:
         return Path(args.output_dir)
     if args.reference:
         return Path("exp/eval/reference")
-    return Path(args.exp_dir) / "eval" / (Path(args.ptq_dir).name if args.ptq_dir else "fp")
+    return Path(args.exp_dir) / "eval" / (Path(ptq_dir).name if ptq_dir else "fp")
 
 
-def evaluate_model(args) -> Path:
+def evaluate_model(args, ptq_dir: str | None = None) -> Path:
     from sofa_speechlm.eval.asr import score_asr
     from sofa_speechlm.eval.decoding import BatchDecoder
     from sofa_speechlm.eval.latency import ms_per_token
@@ -171,8 +175,8 @@ def evaluate_model(args) -> Path:
     from sofa_speechlm.eval.tts import score_tts
     from sofa_speechlm.text.tokenizer import JointTokenizer
 
-    subject = Subject(args)
-    output_dir = default_output_dir(args)
+    subject = Subject(args, ptq_dir)
+    output_dir = default_output_dir(args, ptq_dir)
     scores = Scores(output_dir, subject.header)
     tokenizer = JointTokenizer(subject.bpemodel, subject.token_list)
     model_id = fingerprint(*subject.model_files)
@@ -233,7 +237,7 @@ def evaluate_model(args) -> Path:
             logging.info(f"tts: already scored in {scores.path}")
         else:
             try:
-                whisper, vocoder = load_tts_judges(whisper_model, vocoder_dir, args.device)
+                whisper, vocoder = load_tts_judges(str(whisper_model), str(vocoder_dir), args.device)
                 prompts = read_prompts(path, tokenizer, args.tts_max_utts)
             except (FileNotFoundError, ValueError, ImportError) as error:
                 logging.error(f"tts: {error}; tts_cer not computed")
@@ -265,12 +269,14 @@ def evaluate_model(args) -> Path:
     return scores.path
 
 
-def load_tts_judges(whisper_model, vocoder_dir: Path, device: str):
-    """(Whisper transcriber, vocoder); a clear error naming whichever is missing."""
+@functools.lru_cache(maxsize=2)
+def load_tts_judges(whisper_model: str, vocoder_dir: str, device: str):
+    """(Whisper transcriber, vocoder), loaded once per process; a clear error naming whichever is missing."""
     from sofa_speechlm.eval.whisper import load_whisper
     from sofa_speechlm.vocoder import load_vocoder
 
-    if whisper_model is None:
+    vocoder_dir = Path(vocoder_dir)
+    if whisper_model == "None":
         raise FileNotFoundError("no Whisper model: give --whisper_model (a .pt or CTranslate2 dir) or run tools/install.sh")
     if not (vocoder_dir / "generator.pth").is_file() and not any(vocoder_dir.glob("*.pth")):
         raise FileNotFoundError(f"no vocoder in --vocoder_dir {vocoder_dir} (stage 2 writes it)")
@@ -312,7 +318,7 @@ def evaluate_references(args) -> Path:
                     raise FileNotFoundError("no Whisper model: give --whisper_model or run tools/install.sh")
                 whisper, vocoder = load_whisper(str(whisper_model), args.device), None
             else:
-                whisper, vocoder = load_tts_judges(whisper_model, vocoder_dir, args.device)
+                whisper, vocoder = load_tts_judges(str(whisper_model), str(vocoder_dir), args.device)
             audio = reference_audio(name, data_dir, utt_ids, vocoder)
         except (FileNotFoundError, ValueError, ImportError) as error:
             logging.error(f"reference {name}: {error}; tts_cer not computed")
@@ -338,7 +344,12 @@ def main(cmd=None) -> None:
     for name in ("asr_beam_size", "tts_beam_size", "batch_size", "asr_max_new_tokens", "tts_max_new_tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} {getattr(args, name)}: expected >= 1")
-    evaluate_model(args)
+    with_fp = args.fp if args.fp is not None else not args.ptq_dir
+    models = ([None] if with_fp else []) + list(args.ptq_dir)
+    if args.output_dir and len(models) > 1:
+        raise SystemExit(f"--output_dir names one model's dir, but {len(models)} models are scored; leave it out")
+    for ptq_dir in models:
+        evaluate_model(args, ptq_dir)
 
 
 if __name__ == "__main__":

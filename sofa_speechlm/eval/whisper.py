@@ -22,6 +22,9 @@ MODELS_DIR = REPO_ROOT / "tools" / "models"
 # slower, about the same CER on the embedded espeak-ng test audio); install.sh assembles both.
 WHISPER_MODELS = ("whisper-tiny.en", "whisper-base")
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
+# Longest transcript in Whisper tokens: bounds the time spent on hallucinated text when the
+# audio is babble (a 10 s utterance has about 40 tokens).
+MAX_TRANSCRIPT_TOKENS = 96
 
 
 class Transcriber(Protocol):
@@ -67,8 +70,8 @@ class OpenAIWhisper:
         import whisper
 
         waveforms = _check_audio(waveforms)
-        options = whisper.DecodingOptions(language="en", task="transcribe", temperature=0.0,
-                                          without_timestamps=True, fp16=False)
+        options = whisper.DecodingOptions(language="en", task="transcribe", temperature=0.0, without_timestamps=True,
+                                          fp16=False, sample_len=min(MAX_TRANSCRIPT_TOKENS, self.model.dims.n_text_ctx // 2))
         texts = [""] * len(waveforms)
         short = [i for i, a in enumerate(waveforms) if len(a) <= whisper.audio.N_SAMPLES]
         for i in sorted(set(range(len(waveforms))) - set(short)):  # long audio: whisper's sliding window
@@ -108,7 +111,8 @@ class FasterWhisper:
         for audio in _check_audio(waveforms):
             segments, _ = self.model.transcribe(audio, language="en", task="transcribe", beam_size=1,
                                                 temperature=0.0, condition_on_previous_text=False,
-                                                without_timestamps=True, vad_filter=False)
+                                                without_timestamps=True, vad_filter=False,
+                                                max_new_tokens=MAX_TRANSCRIPT_TOKENS)
             texts.append(" ".join(segment.text.strip() for segment in segments).strip())
         return texts
 
