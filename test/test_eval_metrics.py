@@ -242,3 +242,12 @@ def test_installed_whisper_transcribes_espeak_speech(tmp_path):
 
     [text] = load_whisper(model).transcribe([to_16k(audio, rate)])
     assert cer(["the cat sat on the mat"], [text]) < 30.0, text
+
+
+def test_vocoder_output_is_resampled_to_whispers_16k():
+    from sofa_speechlm.eval.tts import to_16k
+
+    tone = np.sin(2 * np.pi * 440 * np.arange(22050) / 22050).astype(np.float32)
+    resampled = to_16k(tone, 22050)
+    assert resampled.dtype == np.float32 and abs(len(resampled) - 16000) <= 1
+    assert to_16k(tone[:16000], 16000) is not None and len(to_16k(tone[:16000], 16000)) == 16000

@@ -74,8 +74,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def sha256_of_tokens(tokens) -> str:
-    """sha256 of the token list as tokens.txt holds it (one token per line)."""
-    return hashlib.sha256("".join(f"{t}\n" for t in tokens).encode("utf-8")).hexdigest()
+    """sha256 of the token list joined by newlines (stage 5's `source.token_list_sha256`)."""
+    return hashlib.sha256("\n".join(tokens).encode("utf-8")).hexdigest()
 
 
 def fingerprint(*paths: Path) -> str:
