@@ -272,15 +272,22 @@ def evaluate_model(args, ptq_dir: str | None = None) -> Path:
 @functools.lru_cache(maxsize=2)
 def load_tts_judges(whisper_model: str, vocoder_dir: str, device: str):
     """(Whisper transcriber, vocoder), loaded once per process; a clear error naming whichever is missing."""
-    from sofa_speechlm.eval.whisper import load_whisper
     from sofa_speechlm.vocoder import load_vocoder
 
     vocoder_dir = Path(vocoder_dir)
-    if whisper_model == "None":
-        raise FileNotFoundError("no Whisper model: give --whisper_model (a .pt or CTranslate2 dir) or run tools/install.sh")
     if not (vocoder_dir / "generator.pth").is_file() and not any(vocoder_dir.glob("*.pth")):
         raise FileNotFoundError(f"no vocoder in --vocoder_dir {vocoder_dir} (stage 2 writes it)")
-    return load_whisper(str(whisper_model), device), load_vocoder(vocoder_dir, device)
+    return load_judge(whisper_model, device), load_vocoder(vocoder_dir, device)
+
+
+@functools.lru_cache(maxsize=2)
+def load_judge(whisper_model: str, device: str):
+    """The Whisper transcriber, loaded once per process."""
+    from sofa_speechlm.eval.whisper import load_whisper
+
+    if whisper_model == "None":
+        raise FileNotFoundError("no Whisper model: give --whisper_model (a .pt or CTranslate2 dir) or run tools/install.sh")
+    return load_whisper(whisper_model, device)
 
 
 def evaluate_references(args) -> Path:
@@ -312,11 +319,7 @@ def evaluate_references(args) -> Path:
             if args.tts_max_utts > 0:
                 utt_ids = utt_ids[: args.tts_max_utts]
             if name == "ground_truth":
-                from sofa_speechlm.eval.whisper import load_whisper
-
-                if whisper_model is None:
-                    raise FileNotFoundError("no Whisper model: give --whisper_model or run tools/install.sh")
-                whisper, vocoder = load_whisper(str(whisper_model), args.device), None
+                whisper, vocoder = load_judge(str(whisper_model), args.device), None
             else:
                 whisper, vocoder = load_tts_judges(str(whisper_model), str(vocoder_dir), args.device)
             audio = reference_audio(name, data_dir, utt_ids, vocoder)
