@@ -275,8 +275,8 @@ def load_tts_judges(whisper_model: str, vocoder_dir: str, device: str):
     from sofa_speechlm.vocoder import load_vocoder
 
     vocoder_dir = Path(vocoder_dir)
-    if not (vocoder_dir / "generator.pth").is_file() and not any(vocoder_dir.glob("*.pth")):
-        raise FileNotFoundError(f"no vocoder in --vocoder_dir {vocoder_dir} (stage 2 writes it)")
+    if not vocoder_dir.is_dir():
+        raise FileNotFoundError(f"no vocoder in --vocoder_dir {vocoder_dir}: no such dir (stage 2 writes it)")
     return load_judge(whisper_model, device), load_vocoder(vocoder_dir, device)
 
 
