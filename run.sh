@@ -44,10 +44,10 @@ asr_beam_size=1         # ASR beam size (1: greedy)
 tts_beam_size=1         # TTS beam size (1: greedy)
 asr_max_utts=25         # ASR test utterances scored, the first N by id (0: all)
 tts_max_utts=5          # TTS test utterances vocoded and transcribed, the first N by id (0: all)
-asr_max_new_tokens=150  # longest ASR transcript in BPE tokens
+asr_max_new_tokens=100  # longest ASR transcript in BPE tokens (embedded test references: at most 63)
 tts_max_new_tokens=300  # longest TTS unit sequence in BPE tokens (embedded test references: at most 226)
 eval_batch_size=16      # utterances decoded together (KV-cached batched greedy/beam search)
-eval_latency=true       # per-token decoding latency at batch size 1 (true|false)
+eval_latency=true       # per-token decoding latency at batch size 1 of fp and real-kernel variants (true|false)
 whisper_model=""        # Whisper judge of the TTS CER: openai-whisper .pt or CTranslate2 dir; empty: tools/models/whisper-tiny.en (tools/install.sh)
 
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
