@@ -309,9 +309,11 @@ if wants_stage 6; then
         --asr_beam_size "${asr_beam_size}" --tts_beam_size "${tts_beam_size}" --asr_max_utts "${asr_max_utts}"
         --tts_max_utts "${tts_max_utts}" --asr_max_new_tokens "${asr_max_new_tokens}"
         --tts_max_new_tokens "${tts_max_new_tokens}" --batch_size "${eval_batch_size}"
-        --vocoder_dir "${expdir}/vocoder" --device "${eval_device}" --seed "${seed}")
+        --vocoder_dir "${expdir}/vocoder" --device "${eval_device}" --seed "${seed}"
+        --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )))
     [ -n "${whisper_model}" ] && eval_opts+=(--whisper_model "${whisper_model}")
     eval_settings="${eval_opts[*]} vocoder=$({ cat "$(marker 2b)" 2>/dev/null || true; } | md5sum | cut -c1-12)"
+    eval_jobs=()
     for lm_config in ${lm_configs}; do
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
@@ -335,12 +337,25 @@ if wants_stage 6; then
         done
         if [ ${#todo[@]} -gt 0 ]; then
             log "Stage 6: evaluating ${lm_name}: ${todo[*]%%:*} -> ${lm_exp}/eval/<variant>/scores.json (log: ${lm_exp}/eval/evaluate.log)"
-            ${train_cmd} "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
-                "${todo_opts[@]}" "${eval_opts[@]}"
-            for item in "${todo[@]}"; do
-                finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
-            done
+            # Up to ${nj} LMs are evaluated at once, each with its share of the cores.
+            while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+            (
+                ${train_cmd} "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
+                    "${todo_opts[@]}" "${eval_opts[@]}"
+                for item in "${todo[@]}"; do
+                    finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
+                done
+            ) &
+            eval_jobs+=($!)
         fi
+    done
+    failed=0
+    for pid in "${eval_jobs[@]}"; do wait "${pid}" || failed=1; done
+    [ "${failed}" -eq 0 ] || { log "ERROR: Stage 6: an evaluation failed (see ${expdir}/lm_*/eval/evaluate.log)"; exit 1; }
+    for lm_config in ${lm_configs}; do
+        lm_name=$(basename "${lm_config}" .yaml)
+        lm_exp=${expdir}/lm_${lm_name}
+        fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
         if stage_finished "6.outliers.${lm_name}" "model=${fp_model_id}" && [ -f "${lm_exp}/eval/fp/outliers.json" ]; then
             log "Stage 6: outlier statistics of ${lm_exp} already in ${lm_exp}/eval/fp"
         else

@@ -68,6 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--execution", default=None, choices=["real", "simulated"],
                         help="kernels of a PTQ variant (default: real where the device has them)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--num_threads", type=int, default=0, help="CPU threads of torch and Whisper (0: torch's default)")
     parser.add_argument("--seed", type=int, default=777, help="random seed (decoding is deterministic)")
     parser.add_argument("--log_level", default="INFO", help="logging level")
     return parser
@@ -340,6 +341,8 @@ def main(cmd=None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)
     torch.manual_seed(args.seed)
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
     if args.reference:
         if args.exp_dir or args.ptq_dir:
             raise SystemExit("--reference scores the reference rows: give no --exp_dir or --ptq_dir")
