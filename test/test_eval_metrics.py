@@ -251,3 +251,8 @@ def test_vocoder_output_is_resampled_to_whispers_16k():
     resampled = to_16k(tone, 22050)
     assert resampled.dtype == np.float32 and abs(len(resampled) - 16000) <= 1
     assert to_16k(tone[:16000], 16000) is not None and len(to_16k(tone[:16000], 16000)) == 16000
+
+
+def test_repeated_ptq_dir_options_all_count():
+    args = evaluate.get_parser().parse_args(["--exp_dir", "x", "--ptq_dir", "a", "--ptq_dir", "b", "c"])
+    assert args.ptq_dir == ["a", "b", "c"]

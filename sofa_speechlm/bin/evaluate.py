@@ -45,7 +45,7 @@ def str2bool(value: str) -> bool:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", help="stage-4 LM experiment dir (exp/lm_<name>)")
-    parser.add_argument("--ptq_dir", nargs="*", default=[], help="stage-5 variant dirs of that experiment (exp/lm_<name>/ptq/<variant>)")
+    parser.add_argument("--ptq_dir", nargs="+", action="extend", default=[], help="stage-5 variant dirs of that experiment (exp/lm_<name>/ptq/<variant>)")
     parser.add_argument("--fp", type=str2bool, default=None, help="also score the full-precision model (default: only without --ptq_dir)")
     parser.add_argument("--reference", action="store_true", help="score the TTS reference rows instead of a model")
     parser.add_argument("--output_dir", help="default: <exp_dir>/eval/<fp|variant>, or exp/eval/reference (one model only)")
