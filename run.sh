@@ -39,8 +39,17 @@ ngpu=0                  # GPUs for training (ESPnet's --ngpu)
 ptq_methods="rtn smoothquant omniquant affinequant"  # PTQ methods or presets of --ptq_config (e.g. smoothquant_clip1)
 ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16 W8A16 W6A6 (--ptq_config may add some per method)
 ptq_config=conf/ptq/tiny.yaml  # calibration, per-method hyperparameters, presets (conf/ptq/paper.yaml: the paper's)
-# Stage 6: evaluation
-whisper_model=""        # openai-whisper checkpoint for TTS CER; CER is skipped when empty
+# Stage 6: evaluation (the same subsets for every model, so that rows compare)
+eval_sets="textlm speechlm asr tts"  # test sets scored per model: textlm speechlm (PPL, accuracy) asr (WER) tts (CER)
+asr_beam_size=1         # ASR beam size (1: greedy)
+tts_beam_size=1         # TTS beam size (1: greedy)
+asr_max_utts=25         # ASR test utterances scored, the first N by id (0: all)
+tts_max_utts=5          # TTS test utterances vocoded and transcribed, the first N by id (0: all)
+asr_max_new_tokens=100  # longest ASR transcript in BPE tokens (embedded test references: at most 63)
+tts_max_new_tokens=300  # longest TTS unit sequence in BPE tokens (embedded test references: at most 226)
+eval_batch_size=16      # utterances decoded together (KV-cached batched greedy/beam search)
+eval_latency=true       # per-token decoding latency at batch size 1 of fp and real-kernel variants (true|false)
+whisper_model=""        # Whisper judge of the TTS CER: openai-whisper .pt or CTranslate2 dir; empty: tools/models/whisper-tiny.en (tools/install.sh)
 
 help_message="Usage: $0 [--stage N] [--stop_stage M] [--option value ...]
 Runs the sofa-speechlm recipe stages N..M (see README.md)."
@@ -311,7 +320,86 @@ if wants_stage 5; then
 fi
 
 if wants_stage 6; then
-    not_implemented 6 "evaluation"
+    # Stage 6: every LM of ${lm_configs} at full precision and each finished stage-5 variant
+    # (a ptq/<variant> dir with its .done marker) -> ${expdir}/lm_<name>/eval/<fp|variant>/scores.json;
+    # the TTS reference rows (Whisper on the ground truth and on the vocoder's resynthesis) ->
+    # ${expdir}/eval/reference; outlier statistics of the FP models; then RESULTS.md.
+    # bin.evaluate skips every metric already scored with the same settings, so a rerun resumes.
+    eval_device=cpu; [ "${ngpu}" -gt 0 ] && eval_device=cuda
+    eval_opts=(--lm_text_dir "${dumpdir}/lm_text/test" --eval_sets ${eval_sets} --latency "${eval_latency}"
+        --asr_beam_size "${asr_beam_size}" --tts_beam_size "${tts_beam_size}" --asr_max_utts "${asr_max_utts}"
+        --tts_max_utts "${tts_max_utts}" --asr_max_new_tokens "${asr_max_new_tokens}"
+        --tts_max_new_tokens "${tts_max_new_tokens}" --batch_size "${eval_batch_size}"
+        --vocoder_dir "${expdir}/vocoder" --device "${eval_device}" --seed "${seed}"
+        --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )))
+    [ -n "${whisper_model}" ] && eval_opts+=(--whisper_model "${whisper_model}")
+    eval_settings="${eval_opts[*]} vocoder=$({ cat "$(marker 2b)" 2>/dev/null || true; } | md5sum | cut -c1-12)"
+    eval_jobs=()
+    for lm_config in ${lm_configs}; do
+        lm_name=$(basename "${lm_config}" .yaml)
+        lm_exp=${expdir}/lm_${lm_name}
+        [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 6 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
+        fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
+        variants=(fp)
+        for ptq_dir in "${lm_exp}"/ptq/*/; do
+            [ -f "${ptq_dir}.done" ] && variants+=("$(basename "${ptq_dir}")")
+        done
+        # The models not yet scored with these settings, evaluated in one process (one Whisper load).
+        todo=(); todo_opts=(--fp false)
+        for variant in "${variants[@]}"; do
+            model_id=${fp_model_id}
+            [ "${variant}" != fp ] && model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
+            if stage_finished "6.lm_${lm_name}.${variant}" "${eval_settings} model=${model_id}" && [ -f "${lm_exp}/eval/${variant}/scores.json" ]; then
+                log "Stage 6: ${lm_exp}/eval/${variant}/scores.json already complete; skipping"
+                continue
+            fi
+            todo+=("${variant}:${model_id}")
+            if [ "${variant}" = fp ]; then todo_opts[1]=true; else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
+        done
+        if [ ${#todo[@]} -gt 0 ]; then
+            log "Stage 6: evaluating ${lm_name}: ${todo[*]%%:*} -> ${lm_exp}/eval/<variant>/scores.json (log: ${lm_exp}/eval/evaluate.log)"
+            # Up to ${nj} LMs are evaluated at once, each with its share of the cores.
+            while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+            (
+                ${train_cmd} "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
+                    "${todo_opts[@]}" "${eval_opts[@]}"
+                for item in "${todo[@]}"; do
+                    finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
+                done
+            ) &
+            eval_jobs+=($!)
+        fi
+    done
+    failed=0
+    for pid in "${eval_jobs[@]}"; do wait "${pid}" || failed=1; done
+    [ "${failed}" -eq 0 ] || { log "ERROR: Stage 6: an evaluation failed (see ${expdir}/lm_*/eval/evaluate.log)"; exit 1; }
+    for lm_config in ${lm_configs}; do
+        lm_name=$(basename "${lm_config}" .yaml)
+        lm_exp=${expdir}/lm_${lm_name}
+        fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
+        if stage_finished "6.outliers.${lm_name}" "model=${fp_model_id}" && [ -f "${lm_exp}/eval/fp/outliers.json" ]; then
+            log "Stage 6: outlier statistics of ${lm_exp} already in ${lm_exp}/eval/fp"
+        else
+            log "Stage 6: outlier statistics of ${lm_exp} -> ${lm_exp}/eval/fp/outliers.json"
+            ${train_cmd} "${lm_exp}/eval/fp/outliers.log" python -m sofa_speechlm.bin.outliers \
+                --exp_dir "${lm_exp}" --output_dir "${lm_exp}/eval/fp"
+            finish_stage "6.outliers.${lm_name}" "model=${fp_model_id}"
+        fi
+    done
+    reference_dir=${expdir}/eval/reference
+    if stage_finished 6.reference "${eval_settings}" && [ -f "${reference_dir}/resynthesis/scores.json" ]; then
+        log "Stage 6: TTS reference rows already in ${reference_dir}"
+    else
+        log "Stage 6: TTS reference rows (ground truth, resynthesis) -> ${reference_dir} (log: ${reference_dir}/evaluate.log)"
+        ${train_cmd} "${reference_dir}/evaluate.log" python -m sofa_speechlm.bin.evaluate --reference \
+            --tts_data_dir "${datadir}/test/tts" "${eval_opts[@]}" --output_dir "${reference_dir}"
+        finish_stage 6.reference "${eval_settings}"
+    fi
+    log "Stage 6: report of ${expdir} (RESULTS.md, results.json, plots)"
+    python -m sofa_speechlm.bin.report --expdir "${expdir}"
+    log "Stage 6: results in ${expdir}/RESULTS.md"
+    echo "${expdir}/RESULTS.md"
+    cat "${expdir}/RESULTS.md"
 fi
 
 log "Successfully finished stages ${stage}-${stop_stage}"

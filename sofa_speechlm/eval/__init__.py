@@ -1,4 +1,5 @@
-"""Stage 6: metrics, outlier statistics and reports of the SpeechLMs (submodules load lazily)."""
+"""Stage 6: metrics (perplexity, WER, CER), batched decoding, Whisper, outlier statistics and
+reports of the SpeechLMs (submodules load lazily)."""
 
 from sofa_speechlm.eval.drop import performance_drop
 
