@@ -382,7 +382,7 @@ if wants_stage 6; then
         else
             log "Stage 6: outlier statistics of ${lm_exp} -> ${lm_exp}/eval/fp/outliers.json"
             ${train_cmd} "${lm_exp}/eval/fp/outliers.log" python -m sofa_speechlm.bin.outliers \
-                --exp_dir "${lm_exp}" --output_dir "${lm_exp}/eval/fp"
+                --exp_dir "${lm_exp}" --output_dir "${lm_exp}/eval/fp" --lm_text_dir "${dumpdir}/lm_text/test"
             finish_stage "6.outliers.${lm_name}" "model=${fp_model_id}"
         fi
     done

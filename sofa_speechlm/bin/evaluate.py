@@ -65,8 +65,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--whisper_model", default=None,
                         help="openai-whisper .pt or faster-whisper (CTranslate2) dir; default: the one tools/install.sh "
                         f"installed ({default_whisper_model()})")
-    parser.add_argument("--execution", default=None, choices=["real", "simulated"],
-                        help="kernels of a PTQ variant (default: real where the device has them)")
+    parser.add_argument("--execution", default="simulated", choices=["real", "simulated"],
+                        help="how a PTQ variant's metrics are scored: simulated (the method's own fake-quant "
+                        "numerics) or real (integer kernels; W8A8 re-quantizes asymmetric methods symmetrically). "
+                        "Latency is timed on real kernels either way, where the setting has them")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--num_threads", type=int, default=0, help="CPU threads of torch and Whisper (0: torch's default)")
     parser.add_argument("--seed", type=int, default=777, help="random seed (decoding is deterministic)")
@@ -253,24 +255,38 @@ def evaluate_model(args, ptq_dir: str | None = None) -> Path:
                               decoding={"tts_beam_size": args.tts_beam_size, "tts_max_new_tokens": args.tts_max_new_tokens,
                                         "whisper_model": whisper.name, "vocoder": str(vocoder_dir)})
 
-    # Simulated quantization (fake-quant in fp32) says nothing about speed: only fp and real kernels are timed.
-    if args.latency and subject.header["execution"] == "simulated":
-        logging.info("latency: not measured for a simulated-quantization variant (no integer kernels)")
-    elif args.latency:
+    # Simulated quantization (fake-quant in fp32) says nothing about speed: fp and real kernels are timed.
+    if args.latency:
         settings = {"model": model_id, "tokens": args.latency_tokens, "device": args.device}
-        if scores.done("latency", settings):
+        timed, execution = latency_model(subject, args)
+        if timed is None:
+            logging.info(f"latency: not measured ({execution})")
+        elif scores.done("latency", settings):
             logging.info(f"latency: already measured in {scores.path}")
         else:
             prompt = [sos_eos] + tokenizer.pieces_to_ids(tokenizer.tokenize("<generatetext> the"))
-            value = ms_per_token(subject.model, prompt, args.latency_tokens)
-            logging.info(f"latency: {value:.3f} ms per token at batch size 1 ({subject.header['execution']}, {args.device})")
+            value = ms_per_token(timed, prompt, args.latency_tokens)
+            logging.info(f"latency: {value:.3f} ms per token at batch size 1 ({execution}, {args.device})")
             scores.record("latency", settings, latency={
-                "ms_per_token_bs1": value, "execution": subject.header["execution"], "device": args.device,
+                "ms_per_token_bs1": value, "execution": execution, "device": args.device,
                 "threads": torch.get_num_threads()})
     scores.data.update({k: v for k, v in subject.header.items()})
     scores.write()
     logging.info(f"scores of {subject.header['lm']}/{subject.header['variant']}: {scores.data['metrics']} -> {scores.path}")
     return scores.path
+
+
+def latency_model(subject, args) -> tuple:
+    """(model to time, its execution) or (None, why not): the fp model, or the variant on real kernels."""
+    if subject.quant_config is None or subject.header["execution"] == "real":
+        return subject.model, subject.header["execution"]
+    from sofa_speechlm.quant import load_quantized
+    from sofa_speechlm.quant.real import real_kernel_available
+
+    setting = subject.header["setting"]
+    if not real_kernel_available(setting, args.device):
+        return None, f"no integer kernel for {setting} on {args.device}: simulated only"
+    return load_quantized(subject.ptq_dir, device=args.device, execution="real"), "real"
 
 
 @functools.lru_cache(maxsize=2)
