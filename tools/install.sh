@@ -68,7 +68,8 @@ prepare_offline_lms() {
 if [ -f "${stamp}" ]; then
     assemble_whisper_models
     log "tools/venv is up to date (${stamp##*/})"
-    prepare_offline_lms
+    # Python only when a conversion is missing: an up-to-date install returns in a second.
+    [ -f "${models_dir}/smollm2-135m/.converted.json" ] || prepare_offline_lms
     exit 0
 fi
 
