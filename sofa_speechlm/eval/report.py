@@ -91,7 +91,8 @@ def collect(expdirs) -> Collection:
             continue
         for lm_dir in sorted(p for p in expdir.glob("lm_*") if p.is_dir()):
             variants = [p.name for p in sorted((lm_dir / "ptq").glob("*")) if (p / ".done").is_file()]
-            if (lm_dir / "config.yaml").is_file() or (lm_dir / "merged").is_dir():
+            # A trained LM experiment (ESPnet's stats dir, also lm_*, has a config.yaml but no model).
+            if (lm_dir / "valid.loss.ave.pth").is_file() or (lm_dir / "merged").is_dir():
                 variants.insert(0, FP_VARIANT)
             for variant in variants:
                 if not (lm_dir / "eval" / variant / SCORES_JSON).is_file():
@@ -293,9 +294,11 @@ def render_markdown(results: dict, plots: list | None = None) -> str:
     lines += ["", "WER and CER in %. Avg drop: `(prod_i variant_i / baseline_i) ** (1/n) - 1` over the metrics both rows have "
               "(a suffix (n) marks fewer than four), against the row's baseline below. (sim.): quantized execution simulated "
               "(fake-quantized weights/activations in floating point), not integer kernels. n/c: not computed (reasons below); –: not scored.", ""]
-    baselines = sorted({(r["key"], r["baseline"]) for r in results["rows"] if r.get("baseline")})
-    if baselines:
-        lines += ["Baselines: " + "; ".join(f"`{k}` against `{b}`" for k, b in baselines), ""]
+    # Only the baselines that are not the row's own full-precision model need naming.
+    baselines = sorted({(r["key"], r["baseline"]) for r in results["rows"]
+                        if r.get("baseline") and r["baseline"] != r["key"].rsplit("/", 1)[0] + f"/{FP_VARIANT}"})
+    lines += ["Baseline of each row: its own full-precision (W16/A16) model"
+              + ("; except " + "; ".join(f"`{k}` against `{b}`" for k, b in baselines) if baselines else "") + ".", ""]
 
     if results["reference"]:
         lines += ["## TTS CER in context (reference speech)", ""]
@@ -332,11 +335,13 @@ def render_markdown(results: dict, plots: list | None = None) -> str:
                   "sequences per module; max ‖x‖∞ = max over modules, kurtosis = mean over modules.", ""]
 
     lines += ["## Scored subsets and decoding", ""]
-    sub_rows = []
+    grouped = {}  # (subsets, decoding) -> the rows scored that way (usually all of them)
     for row in results["rows"] + results["reference"]:
         subsets = ", ".join(f"{task} {s.get('scored')}/{s.get('of')}" for task, s in sorted((row.get("subsets") or {}).items()) if isinstance(s, dict))
         decoding = ", ".join(f"{k}={v}" for k, v in sorted((row.get("decoding") or {}).items()))
-        sub_rows.append([row["key"], subsets or "?", decoding or "-"])
+        grouped.setdefault((subsets or "?", decoding or "-"), []).append(row["key"])
+    sub_rows = [[", ".join(keys) if len(keys) <= 3 else f"{len(keys)} rows: {keys[0]}, ..., {keys[-1]}", subsets, decoding]
+                for (subsets, decoding), keys in grouped.items()]
     lines += _table(["Model / variant", "Subsets scored", "Decoding"], sub_rows) if sub_rows else ["-"]
     lines += [""]
 
