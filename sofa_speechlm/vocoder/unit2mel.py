@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 import yaml
+from torch import nn
 
 from sofa_speechlm.vocoder.config import VocoderConfigError
 from sofa_speechlm.vocoder.mel import MelConvention

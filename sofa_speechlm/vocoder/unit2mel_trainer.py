@@ -64,7 +64,7 @@ def load_examples(data_dirs: list[str | Path], config: Unit2MelConfig) -> list[t
     return examples
 
 
-def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], config: Unit2MelConfig, model: Unit2Mel):
+def collate(examples: list[tuple[torch.Tensor, torch.Tensor]], config: Unit2MelConfig):
     """Pads a batch; utterances longer than max_frames units are cut to a random window."""
     units, mels = [], []
     for unit_seq, mel in examples:
@@ -153,7 +153,7 @@ class Unit2MelTrainer:
             if len(order) < config.batch_size:
                 order += random.sample(range(len(examples)), len(examples))
             batch, order = order[: config.batch_size], order[config.batch_size :]
-            losses = self.train_step(*collate([examples[i] for i in batch], config, self.model))
+            losses = self.train_step(*collate([examples[i] for i in batch], config))
             self.step += 1
             if self.step % config.log_interval == 0 or self.step == config.max_steps:
                 self.history.append({"step": self.step, **losses})
