@@ -178,6 +178,7 @@ class Unit2MelTrainer:
         for name in ("l1", "l2"):
             axis.plot([e["step"] for e in self.history], [e[name] for e in self.history], label=f"log-mel {name.upper()}")
         axis.set_xlabel("step")
+        axis.set_yscale("log")  # the first steps' loss is tens of times the final one
         axis.legend()
         figure.tight_layout()
         figure.savefig(self.outdir / "loss.png", dpi=100)
