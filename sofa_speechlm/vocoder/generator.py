@@ -94,18 +94,14 @@ class DurationPredictor(nn.Module):
         return self.proj(x).squeeze(-1)
 
 
-class CodeHiFiGANGenerator(nn.Module):
-    """Units [batch, frames] (and speaker ids [batch]) -> waveform [batch, frames * code_hop_size]."""
+class HiFiGANUpsampler(nn.Module):
+    """HiFi-GAN's body, shared by the unit and the mel generators: conv_pre, transposed-convolution
+    upsamplers (ups) with multi-receptive-field residual blocks (resblocks), conv_post. The module
+    names are the published ones; `config` gives the HiFi-GAN keys (upsample_rates, ...)."""
 
-    def __init__(self, config: VocoderConfig):
-        super().__init__()
-        self.config = config
-        self.dict = nn.Embedding(config.num_embeddings, config.embedding_dim)
-        self.spkr = nn.Embedding(config.num_speakers, config.embedding_dim) if config.multispkr else None
-        self.dur_predictor = DurationPredictor(**config.dur_predictor_params) if config.dur_predictor_params else None
-
+    def build_upsampler(self, config, in_channels: int) -> None:
         channels = config.upsample_initial_channel
-        self.conv_pre = weight_norm(nn.Conv1d(config.model_in_dim, channels, 7, padding=3))
+        self.conv_pre = weight_norm(nn.Conv1d(in_channels, channels, 7, padding=3))
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         block = ResBlock1 if config.resblock == "1" else ResBlock2
@@ -118,6 +114,37 @@ class CodeHiFiGANGenerator(nn.Module):
         self.ups.apply(init_conv)
         self.conv_post.apply(init_conv)
 
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, in_channels, frames] -> waveform [batch, samples]."""
+        x = self.conv_pre(x)
+        blocks_per_stage = len(self.config.resblock_kernel_sizes)
+        for stage, upsample in enumerate(self.ups):
+            x = upsample(F.leaky_relu(x, LRELU_SLOPE))
+            blocks = self.resblocks[stage * blocks_per_stage : (stage + 1) * blocks_per_stage]
+            x = sum(block(x) for block in blocks) / blocks_per_stage
+        x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as in HiFi-GAN
+        return torch.tanh(x).squeeze(1)
+
+    def remove_weight_norm(self):
+        """Folds weight norm into plain weights: the same output, faster inference."""
+        for module in self.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return self
+
+
+class CodeHiFiGANGenerator(HiFiGANUpsampler):
+    """Units [batch, frames] (and speaker ids [batch]) -> waveform [batch, frames * code_hop_size]."""
+
+    def __init__(self, config: VocoderConfig):
+        super().__init__()
+        self.config = config
+        self.dict = nn.Embedding(config.num_embeddings, config.embedding_dim)
+        self.spkr = nn.Embedding(config.num_speakers, config.embedding_dim) if config.multispkr else None
+        self.dur_predictor = DurationPredictor(**config.dur_predictor_params) if config.dur_predictor_params else None
+
+        self.build_upsampler(config, config.model_in_dim)
+
     def embed(self, units: torch.Tensor, speakers: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, channels, frames] generator input."""
         x = self.dict(units).transpose(1, 2)
@@ -129,14 +156,7 @@ class CodeHiFiGANGenerator(nn.Module):
         return x
 
     def forward(self, units: torch.Tensor, speakers: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.conv_pre(self.embed(units, speakers))
-        blocks_per_stage = len(self.config.resblock_kernel_sizes)
-        for stage, upsample in enumerate(self.ups):
-            x = upsample(F.leaky_relu(x, LRELU_SLOPE))
-            blocks = self.resblocks[stage * blocks_per_stage : (stage + 1) * blocks_per_stage]
-            x = sum(block(x) for block in blocks) / blocks_per_stage
-        x = self.conv_post(F.leaky_relu(x))  # default slope 0.01 here, as in HiFi-GAN
-        return torch.tanh(x).squeeze(1)
+        return self.upsample(self.embed(units, speakers))
 
     def duration_loss(self, units: torch.Tensor) -> torch.Tensor:
         """MSE of the predicted log(1 + duration) of each run of equal units in `units` [batch, frames]."""
@@ -156,10 +176,3 @@ class CodeHiFiGANGenerator(nn.Module):
             raise ValueError("this vocoder has no duration predictor: it cannot expand de-duplicated units")
         log_durations = self.dur_predictor(self.dict(units).unsqueeze(0)).squeeze(0)
         return torch.clamp(torch.round(torch.expm1(log_durations)).long(), min=1)
-
-    def remove_weight_norm(self) -> CodeHiFiGANGenerator:
-        """Folds weight norm into plain weights: the same output, faster inference."""
-        for module in self.modules():
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        return self

