@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from .architectures import decoder_layers
 from .attention import QKVQuantizer
-from .calibration import CalibrationError, ChannelStats, capture_layer_inputs, check_finite
+from .calibration import CalibrationError, ChannelStats, capture_layer_inputs, check_finite, statistics_hook
 from .learned_transforms import band_mask
 from .let import LayerTransform, layout_of
 from .lwc import install_clipping
@@ -114,19 +114,8 @@ def _targets_and_stats(layer, hiddens, kwargs_list, method, index):
     """Full-precision outputs of ``layer`` and the per-channel statistics of its linears' inputs."""
     linears, _ = _layer_quantizers(layer)
     stats: dict[str, ChannelStats] = {}
-
-    def hook(name):
-        def record(module, args):
-            x = args[0]
-            check_finite(x, method, f"decoder layer {index}, the input of {name}")
-            if name not in stats:
-                width = x.shape[-1]
-                stats[name] = ChannelStats(torch.zeros(width, device=x.device), torch.full((width,), float("inf"), device=x.device),
-                                           torch.full((width,), float("-inf"), device=x.device))
-            stats[name].update(x)
-        return record
-
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
+    handles = [m.register_forward_pre_hook(statistics_hook(stats, name, method, f"decoder layer {index}, the input of {name}"))
+               for name, m in linears.items()]
     try:
         targets = [_run(layer, h, kw) for h, kw in zip(hiddens, kwargs_list)]
     finally:

@@ -59,6 +59,22 @@ class ChannelStats:
         self.tokens += x.shape[0]
 
 
+def statistics_hook(stats: dict[str, ChannelStats], name: str, method: str, where: str):
+    """A forward pre-hook that adds its module's input to ``stats[name]`` (a CalibrationError
+    naming ``where`` when the input is not finite)."""
+
+    def record(module, args):
+        x = args[0]
+        check_finite(x, method, where)
+        if name not in stats:
+            width, device = x.shape[-1], x.device
+            stats[name] = ChannelStats(torch.zeros(width, device=device), torch.full((width,), float("inf"), device=device),
+                                       torch.full((width,), float("-inf"), device=device))
+        stats[name].update(x)
+
+    return record
+
+
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -80,20 +96,8 @@ def input_statistics(model: nn.Module, calibration: Iterable[torch.Tensor], meth
                 if isinstance(module, (nn.Linear, QuantLinear)):
                     modules[layer_key(i, name)] = module
     stats: dict[str, ChannelStats] = {}
-
-    def hook(name):
-        def record(module, args):
-            x = args[0]
-            check_finite(x, method, f"the input of {name}")
-            if name not in stats:
-                width = x.shape[-1]
-                device = x.device
-                stats[name] = ChannelStats(torch.zeros(width, device=device), torch.full((width,), float("inf"), device=device),
-                                           torch.full((width,), float("-inf"), device=device))
-            stats[name].update(x)
-        return record
-
-    handles = [module.register_forward_pre_hook(hook(name)) for name, module in modules.items()]
+    handles = [module.register_forward_pre_hook(statistics_hook(stats, name, method, f"the input of {name}"))
+               for name, module in modules.items()]
     device = _device_of(model)
     try:
         for batch in calibration:
