@@ -15,7 +15,8 @@ from sofa_speechlm.bin.ptq_summary import dir_size
 from sofa_speechlm.quant.io import WEIGHTS
 from sofa_speechlm.quant.modules import QuantLinear, quant_linears, set_quantizers
 from sofa_speechlm.quant.quantizer import ActQuantizer, PercentileClipper, WeightQuantizer, round_ste
-from sofa_speechlm.quant.transforms import fold_query_key, fold_value_output
+from sofa_speechlm.quant import learned_transforms
+from sofa_speechlm.quant.transforms import fold_in_place
 
 TINY_HYPERPARAMETERS = yaml.safe_load((REPO / "conf/ptq/tiny.yaml").read_text())["methods"]
 IDS = token_batches(1, batch=2, length=12, seed=3)[0]
@@ -89,13 +90,14 @@ def test_value_output_and_query_key_folds_are_exact_with_grouped_heads(family):
         config = model.config
         kv = getattr(config, "num_key_value_heads", config.num_attention_heads)
         head_dim = config.hidden_size // config.num_attention_heads
-        groups, width = config.num_attention_heads // kv, kv * head_dim
+        groups = config.num_attention_heads // kv
         for layer in (model.model.decoder.layers if family.startswith("opt") else model.model.layers):
             attention = layer.self_attn
             out = getattr(attention, "out_proj", None) or attention.o_proj
-            fold_value_output(attention.v_proj, out, torch.rand(width) + 0.5, groups, head_dim)
+            modules = dict(q=attention.q_proj, k=attention.k_proj, v=attention.v_proj, o=out)
+            fold_in_place(modules, learned_transforms.fold_heads_pair, "v", "o", groups, scale=torch.rand(kv, head_dim) + 0.5)
             if family.startswith("opt"):  # no RoPE: any per-channel q/k scale is exact
-                fold_query_key(attention.q_proj, attention.k_proj, torch.rand(width) + 0.5, groups, head_dim)
+                fold_in_place(modules, learned_transforms.fold_query_key, "q", "k", groups, scale=torch.rand(kv, head_dim) + 0.5)
         assert relative_error(model(IDS).logits, reference) <= 1e-4
 
 
