@@ -256,3 +256,20 @@ def test_vocoder_output_is_resampled_to_whispers_16k():
 def test_repeated_ptq_dir_options_all_count():
     args = evaluate.get_parser().parse_args(["--exp_dir", "x", "--ptq_dir", "a", "--ptq_dir", "b", "c"])
     assert args.ptq_dir == ["a", "b", "c"]
+
+
+def test_stage5_variant_is_scored_simulated_and_timed_on_real_kernels(experiment, tmp_path):
+    """bin.quantize's output goes through bin.evaluate: the metrics are the method's simulated numerics,
+    close to full precision at W8A8, and the latency is timed on the real int8 kernel."""
+    from sofa_speechlm.bin import quantize
+
+    ptq = experiment / "exp/lm_tiny/ptq"
+    quantize.main(["--exp_dir", str(experiment / "exp/lm_tiny"), "--output_dir", str(ptq), "--methods", "smoothquant",
+                   "--settings", "W8A8", "--lm_text_dir", str(experiment / "lm_text"), "--calib_nsamples", "4",
+                   "--calib_seqlen", "32", "--log_level", "WARNING"])
+    fp = run_evaluate(experiment, tmp_path / "fp", "--eval_sets", "textlm", "--latency", "false")
+    scores = run_evaluate(experiment, tmp_path / "sq", "--ptq_dir", str(ptq / "smoothquant_w8a8"), "--eval_sets", "textlm")
+    assert (scores["variant"], scores["method"], scores["setting"], scores["execution"]) == (
+        "smoothquant_w8a8", "smoothquant", "W8A8", "simulated")
+    assert scores["metrics"]["text_ppl"] == pytest.approx(fp["metrics"]["text_ppl"], rel=0.05)
+    assert scores["latency"]["execution"] == "real" and scores["latency"]["ms_per_token_bs1"] > 0
