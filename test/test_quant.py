@@ -162,6 +162,30 @@ def test_real_kernels_agree_with_the_simulated_path(tmp_path, method, setting, f
         assert relative_error(real(IDS).logits, simulated(IDS).logits) <= 1e-4
 
 
+@pytest.mark.parametrize("split", [True, False])
+def test_int8_linear_accumulates_exactly_even_at_the_saturating_extremes(split, monkeypatch):
+    from sofa_speechlm.quant import real
+
+    linear = QuantLinear.from_linear(torch.nn.Linear(64, 48), w_bits=8, a_bits=8)
+    with torch.no_grad():
+        linear.weight[::2] = linear.weight[::2].sign()  # rows of +-127 codes only
+    linear.freeze()
+    saturates = real.onednn_int8_saturates()
+    monkeypatch.setattr(real, "onednn_int8_saturates", lambda: split)
+    kernel = real._kernel_for(linear, "W8A8", "cpu")
+    x = torch.randn(6, 64)
+    x[0], x[1] = 1.0, -1.0  # all +127 / all -127 codes: int16 pair sums would overflow
+    codes, scale, _ = linear.grid
+    x_scale = x.abs().amax(-1, keepdim=True) / 127
+    exact = (x / x_scale).round().double() @ codes.double().t() * x_scale.double() * scale.double().t() + linear.bias.double()
+    with torch.no_grad():
+        if split or not saturates:
+            assert (kernel(x).double() - exact).abs().max() <= 1e-5 * exact.abs().max()
+            assert relative_error(kernel(x), linear(x)) <= 1e-6
+        else:  # the single pass is what a CPU without VNNI cannot run exactly
+            assert (kernel(x).double() - exact).abs().max() > 1e-3 * exact.abs().max()
+
+
 def test_w4a4_has_no_kernel_and_says_simulated(tmp_path):
     save_quantized(quantize(build("opt_pre_ln", "sofa"), make_config("rtn", "W4A4")), tmp_path)
     assert read_quant_config(tmp_path)["execution"] == "simulated"

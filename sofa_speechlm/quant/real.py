@@ -1,12 +1,18 @@
-"""Real low-bit execution of frozen QuantLinears through torchao kernels.
+"""Real low-bit execution of frozen QuantLinears through int8/int4 kernels (oneDNN, torchao).
 
 - W8A8: ``Int8Linear``: the frozen int8 weight codes and scales as they are, activations
-  quantized per token to int8 with the simulated path's rule (absmax/127, [-127, 127]), then
-  torchao's int8 x int8 -> int32 kernel (``torchao.kernel.intmm.int_scaled_matmul``:
-  torch._int_mm on CPU and CUDA) and the two scales. torchao's own
+  quantized per token to int8 with the simulated path's rule (absmax/127, [-127, 127]), an
+  int8 x int8 GEMM with integer accumulation, then the two scales. On CPU the GEMM is oneDNN's
+  ``onednn.qlinear_pointwise`` (u8 activations with a zero point, weights prepacked once);
+  torch._int_mm there is a reference loop (40-70x slower than FP32). Without VNNI, oneDNN's u8 x s8
+  products are summed in pairs into int16 (vpmaddubsw) and saturate past 32767, so the shifted
+  codes u = x + 128 in [1, 255] are split into u // 2 and u - u // 2 (both <= 128, pairs
+  <= 2 * 128 * 127) along a doubled K: exact, at twice the int8 work. A one-off probe uses the
+  single pass where it does not saturate (VNNI/AMX). On CUDA: torchao's
+  ``int_scaled_matmul`` (torch._int_mm). torchao's own
   ``Int8DynamicActivationInt8WeightConfig`` re-derives scales as absmax/127.5 on [-128, 127],
   a different grid from SmoothQuant's, so real and simulated would disagree by a second
-  rounding; calling its kernel with our codes keeps them equal up to float summation order.
+  rounding; running the GEMM on our codes keeps them equal up to float summation order.
 - W4A16: int4 weight-only, groups of 128 (``PrototypeInt4WeightOnlyConfig``, CPU tinygemm; on
   CUDA ``Int4WeightOnlyConfig`` with the tile-packed tinygemm layout). torchao re-quantizes the
   frozen weight with its own asymmetric float-zero grid, so real W4A16 is close to, not equal
@@ -30,24 +36,59 @@ from .quantizer import SCALE_MAX, SCALE_MIN, WeightQuantizer
 REAL_SETTINGS = ("W8A8", "W4A16")
 
 
+def _onednn_gemm(u8: torch.Tensor, zero_point: int, packed: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """fp32 (u8 - zero_point) @ W^T * weight_scale, integer accumulation in oneDNN."""
+    zeros = torch.zeros(weight_scale.numel(), dtype=torch.int64)
+    return torch.ops.onednn.qlinear_pointwise(u8, 1.0, zero_point, packed, weight_scale, zeros, None,
+                                              1.0, 0, torch.float32, "none", [], "")
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_int8_saturates() -> bool:
+    """Whether oneDNN's single-pass u8 x s8 GEMM saturates int16 pair sums (CPUs without VNNI),
+    probed on the worst pair: 255 * 127 twice."""
+    codes = torch.tensor([[127] * 4, [-127] * 4], dtype=torch.int8)
+    out = _onednn_gemm(torch.full((1, 4), 255, dtype=torch.uint8), 0,
+                       torch.ops.onednn.qlinear_prepack(codes, None), torch.ones(2))
+    return not torch.equal(out, torch.tensor([[4 * 255 * 127.0, -4 * 255 * 127.0]]))
+
+
 class Int8Linear(nn.Module):
     """Real W8A8 linear: int8 weight codes [in, out] with per-output scales, per-token int8
-    activations, int32 accumulation in torchao's kernel."""
+    activations, integer accumulation (oneDNN on CPU, torchao's kernel on CUDA)."""
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor]):
         super().__init__()
         self.register_buffer("weight_t", codes.to(torch.int8).t().contiguous())
         self.register_buffer("weight_scale", scale.reshape(1, -1).float())
         self.register_buffer("bias", bias.detach().float() if bias is not None else None)
+        self.packed, self.split = None, False
+        if codes.device.type == "cpu":  # prepacked once; a real model is converted at load, never saved
+            self.split = onednn_int8_saturates()
+            weight = self.weight_t.t()
+            self.packed = torch.ops.onednn.qlinear_prepack(torch.cat([weight, weight], 1) if self.split else weight, None)
+
+    def _cpu_matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            raise ValueError("Int8Linear was built on another device; convert it on the CPU (to_real(model, 'cpu'))")
+        shifted = x_codes.to(torch.int16) + 128
+        if not self.split:
+            return _onednn_gemm(shifted.to(torch.uint8), 128, self.packed, self.weight_scale.flatten())
+        half = shifted >> 1  # (half - 64) + (shifted - half - 64) = x_codes, both halves <= 128
+        halves = torch.cat([half, shifted - half], 1).to(torch.uint8)
+        return _onednn_gemm(halves, 64, self.packed, self.weight_scale.flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torchao.kernel.intmm import int_scaled_matmul
-
         shape, dtype = x.shape, x.dtype
         x = x.reshape(-1, shape[-1]).float()
         x_scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(SCALE_MIN, SCALE_MAX)
         x_codes = (x / x_scale).round().clamp(-127, 127).to(torch.int8)
-        out = int_scaled_matmul(x_codes, self.weight_t, x_scale.contiguous()) * self.weight_scale
+        if x.device.type == "cpu":
+            out = self._cpu_matmul(x_codes) * x_scale
+        else:
+            from torchao.kernel.intmm import int_scaled_matmul
+
+            out = int_scaled_matmul(x_codes, self.weight_t, x_scale.contiguous()) * self.weight_scale
         if self.bias is not None:
             out = out + self.bias
         return out.to(dtype).reshape(*shape[:-1], -1)
@@ -85,7 +126,7 @@ def _convert(weight: torch.Tensor, bias: Optional[torch.Tensor], setting: str, d
     if setting == "W8A8":
         quantizer = WeightQuantizer(8, symmetric=True)
         codes, scale, _ = quantizer.params(weight.float())
-        return Int8Linear(codes, scale, bias).to(device)
+        return Int8Linear(codes.to(device), scale.to(device), bias.to(device) if bias is not None else None)
     from torchao.quantization import quantize_
 
     dtype = _kernel_dtype(setting, device)
@@ -103,13 +144,13 @@ def _kernel_for(module, setting: str, device: str) -> nn.Module:
     quantizer, bias = module.weight_quantizer, module.bias.detach() if module.bias is not None else None
     if setting == "W8A8" and module.grid is not None and quantizer.symmetric and quantizer.group_size is None:
         codes, scale, _ = module.grid  # the simulated path's own grid: real == simulated
-        return Int8Linear(codes, scale, bias).to(device)
+        return Int8Linear(codes.to(device), scale.to(device), bias.to(device) if bias is not None else None)
     return _convert(module.weight.detach(), bias, setting, device, quantizer.group_width(module.in_features))
 
 
 @functools.lru_cache(maxsize=None)
 def real_kernel_available(setting: str, device: str = "cpu") -> bool:
-    """Whether torchao runs ``setting`` for real on ``device`` (probed once on a small linear)."""
+    """Whether a kernel runs ``setting`` for real on ``device`` (probed once on a small linear)."""
     if setting not in REAL_SETTINGS:
         return False
     try:
