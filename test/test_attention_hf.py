@@ -110,11 +110,22 @@ def test_fast_path_gradients_match_eager_inside_the_model(model, normalizer):
 
 
 @torch.no_grad()
-def test_generation_with_kv_cache_matches_full_forward(model):
-    apply_attention(model, "sofa")
-    generated = model.generate(IDS[:1, :6], max_new_tokens=4, do_sample=False)
-    full = model(generated).logits[0, 5:-1].argmax(-1)
-    assert torch.equal(full, generated[0, 6:])
+@pytest.mark.parametrize("normalizer", ["sofa", "clipped"])
+def test_generation_with_kv_cache_matches_full_forward(model, normalizer):
+    # alpha = 1: the default 12 over 64 positions clips nearly every weight of a short prefix.
+    apply_attention(model, normalizer, **({"alpha": 1.0} if normalizer == "clipped" else {}))
+    output = model.generate(IDS[:1, :6], max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    generated = output.sequences
+    full = model(generated).logits[0, 5:-1]
+    assert torch.equal(full.argmax(-1), generated[0, 6:])
+    assert torch.allclose(torch.cat(output.logits), full, atol=1e-5)
+
+
+def test_clipped_length_defaults_to_the_maximum_positions(model):
+    apply_attention(model, "clipped")
+    assert model.config.sofa_attention["options"]["length"] == model.config.max_position_embeddings == 64
+    apply_attention(model, "clipped", length=16)
+    assert model.config.sofa_attention["options"]["length"] == 16
 
 
 @torch.no_grad()

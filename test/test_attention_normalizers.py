@@ -6,7 +6,7 @@ from sofa_speechlm.attention import NORMALIZERS, attend, eager_attention, get_no
 from sofa_speechlm.attention.normalizers import attention_weights, resolve_options
 
 
-def formula(name, scores, allowed, zeta=1.0, gamma=None, alpha=12.0):
+def formula(name, scores, allowed, zeta=1.0, gamma=None, alpha=12.0, length=None):
     """The papers' formulas on rows of float64 scores; forbidden keys and empty rows give 0."""
     has_key = allowed.any(-1, keepdim=True)
     allowed = allowed | ~has_key  # an empty row is computed over all keys, then zeroed
@@ -32,7 +32,7 @@ def formula(name, scores, allowed, zeta=1.0, gamma=None, alpha=12.0):
         mean = torch.where(allowed, scores, 0).sum(-1, keepdim=True) / count
         weights = softmax1_of(scores - mean)
     elif name == "clipped":
-        gamma = -alpha / scores.shape[-1] if gamma is None else gamma
+        gamma = -alpha / (length or scores.shape[-1]) if gamma is None else gamma
         softmax = torch.exp(masked - torch.logsumexp(masked, -1, keepdim=True))
         weights = torch.clamp((zeta - gamma) * softmax + gamma, 0, 1)
     return torch.where(allowed & has_key, weights, 0.0)
@@ -115,7 +115,7 @@ def test_sofa_gradient_flows_through_the_first_row_max():
 
 def test_clipped_defaults_follow_bondarenko_opt_runs():
     options = resolve_options("clipped", {})
-    assert options == {"zeta": 1.0, "gamma": None, "alpha": 12.0}
+    assert options == {"zeta": 1.0, "gamma": None, "alpha": 12.0, "length": None}
     scores = torch.zeros(1, 24)
     weights = attention_weights("clipped", scores, torch.ones(1, 24, dtype=torch.bool))
     gamma = -12.0 / 24
@@ -124,10 +124,24 @@ def test_clipped_defaults_follow_bondarenko_opt_runs():
     assert torch.allclose(explicit, torch.full((1, 24), 1.21 / 24 - 0.01))
 
 
+def test_clipped_with_a_fixed_length_ignores_the_key_count():
+    """gamma = -alpha / length whatever the number of keys (padding, KV cache)."""
+    scores = torch.randn(1, 40, generator=torch.Generator().manual_seed(3))
+    allowed = torch.ones(1, 40, dtype=torch.bool)
+    for keys in (40, 30):  # the first 30 keys alone: their softmax renormalises, gamma does not change
+        fixed = attention_weights("clipped", scores[:, :keys], allowed[:, :keys], alpha=1.0, length=64)
+        expected = formula("clipped", scores[:, :keys].double(), allowed[:, :keys], gamma=-1.0 / 64)
+        assert torch.allclose(fixed.double(), expected, atol=1e-7) and (fixed > 0).any() and (fixed == 0).any()
+    per_call = attention_weights("clipped", scores[:, :30], allowed[:, :30], alpha=1.0)
+    assert not torch.allclose(fixed, per_call)
+    with pytest.raises(ValueError, match="option 'length' of normalizer 'clipped' must be positive"):
+        resolve_options("clipped", {"length": 0})
+
+
 def test_unknown_normalizer_and_option_list_what_is_supported():
     with pytest.raises(ValueError, match="supported: softmax, sofa, softmax1, sofa_l1, sofa_meancenter, clipped"):
         get_normalizer("sparsemax")
-    with pytest.raises(ValueError, match="accepted: zeta, gamma, alpha"):
+    with pytest.raises(ValueError, match="accepted: zeta, gamma, alpha, length"):
         resolve_options("clipped", {"beta": 1.0})
     with pytest.raises(ValueError, match="accepted: none"):
         resolve_options("sofa", {"zeta": 1.0})

@@ -52,9 +52,11 @@ def train_steps(lm: SofaCausalLM, steps: int = 2) -> None:
 
 
 @pytest.mark.parametrize("hf_config", [TINY_OPT, TINY_QWEN2, TINY_LLAMA], ids=["opt", "qwen2", "llama"])
-@pytest.mark.parametrize("finetune, attention", [("full", "sofa"), ("lora", "softmax"), ("full", "gated")])
+@pytest.mark.parametrize("finetune, attention", [("full", "sofa"), ("lora", "softmax"), ("full", "gated"), ("full", "clipped")])
 def test_cached_batch_scores_equal_full_recompute(hf_config, finetune, attention):
-    lm = tiny_lm(finetune, hf_config, attention).eval()
+    # clipped: alpha = 1 keeps most weights of 9 keys unclipped (its T is the 256 positions).
+    attention_conf = {"alpha": 1.0} if attention == "clipped" else None
+    lm = tiny_lm(finetune, hf_config, attention, attention_conf=attention_conf).eval()
     prefixes = torch.randint(1, VOCAB - 1, (3, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = lm(prefixes, None)[0].log_softmax(dim=-1)

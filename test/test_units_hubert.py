@@ -170,3 +170,39 @@ def test_layer_outside_the_model_is_refused(tmp_path, layer):
     tiny_hubert().save_pretrained(tmp_path / "hf")
     with pytest.raises(ValueError, match=rf"--layer {layer} is outside .*7 transformer layers \(valid: 1..7\)"):
         HubertFeatureReader(tmp_path / "hf", layer=layer)
+
+
+def test_fp16_huggingface_dir_loads_in_fp32(tmp_path):
+    model = tiny_hubert()
+    model.half().save_pretrained(tmp_path / "hf16")  # as published fp16 checkpoints are
+    reader = HubertFeatureReader(tmp_path / "hf16", layer=3)
+    assert {p.dtype for p in reader.model.parameters()} == {torch.float32}
+    waveform = tone(0.7, 500)
+    features = reader.extract(waveform)
+    expected = reference_features(model.float(), waveform, 3, normalize=False)  # the fp16 weights, in fp32
+    assert features.dtype == "float32"
+    torch.testing.assert_close(torch.from_numpy(features), torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stable, do_normalize, warns", [(False, True, True), (True, False, True), (True, True, False), (False, None, False)])
+def test_huggingface_dir_normalizes_as_its_preprocessor_config_says(tmp_path, caplog, stable, do_normalize, warns):
+    model = tiny_hubert(stable_layer_norm=stable)
+    model.save_pretrained(tmp_path / "hf")
+    if do_normalize is not None:
+        (tmp_path / "hf/preprocessor_config.json").write_text(json.dumps(
+            {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": do_normalize, "sampling_rate": 16000}))
+    waveform = 0.3 * tone(0.7, 500) + 0.1
+    with caplog.at_level("WARNING"):
+        reader = HubertFeatureReader(tmp_path / "hf", layer=3)
+    expected_normalize = stable if do_normalize is None else do_normalize
+    assert reader.normalize == expected_normalize
+    assert ("preprocessor_config.json: do_normalize" in caplog.text) == warns
+    expected = reference_features(model, waveform, 3, normalize=expected_normalize)
+    torch.testing.assert_close(torch.from_numpy(reader.extract(waveform)), torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_preprocessor_config_of_another_sampling_rate_is_refused(tmp_path):
+    tiny_hubert().save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf/preprocessor_config.json").write_text(json.dumps({"do_normalize": False, "sampling_rate": 8000}))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config.json: sampling_rate 8000, expected 16000"):
+        HubertFeatureReader(tmp_path / "hf")

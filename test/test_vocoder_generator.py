@@ -1,5 +1,6 @@
 """The unit HiFi-GAN generator: output length, speakers, durations, weight-norm folding, config checks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,23 @@ def test_batched_synthesis_cuts_each_utterance_to_its_length():
     single = dict(synthesize(generator, {"a": utterances["a"]}, batch_size=1))
     assert {k: len(v) for k, v in batched.items()} == {"a": 12 * HOP, "b": 5 * HOP, "c": 12 * HOP}
     torch.testing.assert_close(torch.from_numpy(batched["a"]), torch.from_numpy(single["a"]), rtol=1e-4, atol=1e-5)
+
+
+def test_batched_synthesis_equals_one_at_a_time():
+    """An utterance's waveform does not depend on what it was batched with (1e-6)."""
+    torch.manual_seed(0)
+    generator = CodeHiFiGANGenerator(tiny_config()).eval()
+    lengths = [12, 5, 12, 9, 5, 30, 12, 12]
+    utterances = {f"u{i}": torch.randint(0, 20, (n,)) for i, n in enumerate(lengths)}
+    shapes = []
+    hook = generator.register_forward_hook(lambda module, args, output: shapes.append(tuple(args[0].shape)))
+    batched = dict(synthesize(generator, utterances, batch_size=3))
+    hook.remove()
+    assert sorted(shapes) == sorted([(1, 30), (3, 12), (1, 12), (1, 9), (2, 5)])  # equal lengths still batch
+    for utt_id, units in utterances.items():
+        (_, single), = synthesize(generator, {utt_id: units}, batch_size=1)
+        assert batched[utt_id].shape == single.shape == (len(units) * HOP,)
+        np.testing.assert_allclose(batched[utt_id], single, rtol=0, atol=1e-6, err_msg=utt_id)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ CONFIG_KEY = "sofa_attention"
 # (sofa_speechlm.quant.attention installs it for PTQ; the normalizer itself stays unquantized).
 QKV_QUANTIZER = "qkv_quantizer"
 GATED = "gated"
+CLIPPED = "clipped"
 GATE_DEFAULTS = {"gate_init": 0.99}
 
 # model_type -> name of the attention's output projection (the gate acts just before it).
@@ -143,7 +144,8 @@ def apply_attention(model, normalizer: str, **options):
     """Switch a HuggingFace causal LM's attention to ``normalizer`` in place (weights kept); returns it.
 
     ``normalizer`` is one of ``hf_normalizers()``; options are the normalizer's (e.g. clipped's
-    zeta, gamma, alpha) or, for ``gated``, ``gate_init``. Calling it again replaces the setting.
+    zeta, gamma, alpha, length: its T defaults to ``config.max_position_embeddings``) or, for
+    ``gated``, ``gate_init``. Calling it again replaces the setting.
     """
     _check_model(model)
     if normalizer == GATED:
@@ -155,6 +157,10 @@ def apply_attention(model, normalizer: str, **options):
             raise ValueError(f"gate_init must lie in (0, 1), got {options['gate_init']!r}")
     elif normalizer in NORMALIZERS:
         options = resolve_options(normalizer, options)
+        if normalizer == CLIPPED and options["length"] is None:
+            # Qualcomm's recipe fixes T to the block size; the model's maximum length is ours,
+            # so gamma is the same in training, full and KV-cached decoding.
+            options["length"] = model.config.max_position_embeddings
     else:
         raise ValueError(f"unknown attention normalizer {normalizer!r}; supported: {', '.join(hf_normalizers())}")
     _remove_gates(model)

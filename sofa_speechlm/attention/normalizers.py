@@ -56,11 +56,13 @@ def _sofa_meancenter(scores, allowed):
     return softmax1(scores - mean, allowed)
 
 
-def _clipped(scores, allowed, *, zeta, gamma, alpha):
+def _clipped(scores, allowed, *, zeta, gamma, alpha, length):
     # Bondarenko et al. (2023): clip((zeta - gamma) * softmax(S) + gamma, 0, 1); their OPT runs
-    # use zeta = 1 and gamma = -alpha / T with alpha = 12 and T the sequence length (keys here).
+    # use zeta = 1 and gamma = -alpha / T with alpha = 12 and T their fixed block size. A fixed
+    # `length` keeps gamma independent of padding and of KV caching; without one, T is the
+    # number of keys of the call (apply_attention always fixes it for HF models).
     if gamma is None:
-        gamma = -alpha / scores.shape[-1]
+        gamma = -alpha / (length if length is not None else scores.shape[-1])
     stretched = (zeta - gamma) * _softmax(scores, allowed) + gamma
     return stretched.clamp(0.0, 1.0).masked_fill(~allowed, 0.0)
 
@@ -86,8 +88,9 @@ _REGISTRY = {
         Normalizer(
             "clipped",
             _clipped,
-            {"zeta": 1.0, "gamma": None, "alpha": 12.0},
-            "clipped softmax of Bondarenko et al. 2023; gamma=None means -alpha/T",
+            {"zeta": 1.0, "gamma": None, "alpha": 12.0, "length": None},
+            "clipped softmax of Bondarenko et al. 2023; gamma=None means -alpha/T, T = length "
+            "(None: the keys of the call)",
         ),
     )
 }
@@ -116,6 +119,8 @@ def resolve_options(name: str, options: dict) -> dict:
     for key, value in resolved.items():
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise ValueError(f"option {key!r} of normalizer {name!r} must be a finite number, got {value!r}")
+    if resolved.get("length") is not None and resolved["length"] <= 0:
+        raise ValueError(f"option 'length' of normalizer {name!r} must be positive (T of gamma = -alpha/T), got {resolved['length']!r}")
     return resolved
 
 

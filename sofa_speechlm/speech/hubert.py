@@ -12,6 +12,7 @@ L instead, which gives that tensor without computing the blocks above it.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from sofa_speechlm.speech.fairseq_checkpoint import CheckpointError, load_fairseq_hubert
 
 FAIRSEQ_MAX_CHUNK = 1_600_000  # samples per forward, as fairseq's HubertFeatureReader
+PREPROCESSOR_FILE = "preprocessor_config.json"  # HF feature-extractor settings (do_normalize)
 
 
 class FeatureError(ValueError):
@@ -28,10 +30,12 @@ class FeatureError(ValueError):
 
 
 def load_hubert(checkpoint: str | Path):
-    """(HubertModel, normalize waveform?) from a fairseq .pt file or a HuggingFace model dir.
+    """(HubertModel in fp32, normalize waveform?) from a fairseq .pt file or a HuggingFace model dir.
 
-    For HuggingFace dirs the waveform is normalised exactly when the conv feature extractor
-    uses layer norm: this holds for every published HuBERT (base: neither; large, xlarge: both).
+    A HuggingFace dir loads in fp32 whatever dtype it was saved in (the audio is fp32). Its
+    waveform normalisation is the preprocessor config's `do_normalize`; without one, the
+    fairseq convention applies: normalise exactly when the conv feature extractor uses layer
+    norm (every published fairseq HuBERT: base neither, large and xlarge both).
     """
     path = Path(checkpoint)
     if path.is_file():
@@ -46,8 +50,31 @@ def load_hubert(checkpoint: str | Path):
         raise CheckpointError(f"{config_path}: model_type '{model_type}', expected 'hubert'")
     from transformers import HubertModel
 
-    model = HubertModel.from_pretrained(path)
-    return model.eval(), model.config.feat_extract_norm == "layer"
+    model = HubertModel.from_pretrained(path, dtype=torch.float32)
+    return model.eval(), _hf_normalize(path, model.config)
+
+
+def _hf_normalize(path: Path, config) -> bool:
+    """The dir's preprocessor `do_normalize`, warning where it differs from the fairseq convention."""
+    fairseq_style = config.feat_extract_norm == "layer"
+    preprocessor_path = path / PREPROCESSOR_FILE
+    if not preprocessor_path.is_file():
+        return fairseq_style
+    try:
+        preprocessor = json.loads(preprocessor_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{preprocessor_path}: not valid JSON ({error})") from None
+    rate = preprocessor.get("sampling_rate", HubertFeatureReader.sample_rate)
+    if rate != HubertFeatureReader.sample_rate:
+        raise CheckpointError(f"{preprocessor_path}: sampling_rate {rate}, expected {HubertFeatureReader.sample_rate}")
+    do_normalize = bool(preprocessor.get("do_normalize", fairseq_style))
+    if do_normalize != fairseq_style:
+        logging.warning(
+            f"{preprocessor_path}: do_normalize {do_normalize} differs from the fairseq convention for "
+            f"feat_extract_norm '{config.feat_extract_norm}' (normalize {fairseq_style}); following the "
+            f"preprocessor config (a k-means model fitted on features of the other setting will not match)"
+        )
+    return do_normalize
 
 
 def receptive_field(config) -> int:

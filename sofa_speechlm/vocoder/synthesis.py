@@ -1,7 +1,9 @@
 """Batched unit-to-waveform synthesis.
 
-Utterances are sorted by length so a batch holds similar lengths; shorter ones are padded by
-repeating their last unit and their output is cut back to frames * code_hop_size samples.
+A batch holds only utterances of the same number of units: the generator's convolutions see
+past an utterance's end, so padding a shorter one would change its last samples and make its
+waveform depend on its batch neighbours. Equal lengths keep the output the same as
+one-at-a-time synthesis; corpora of many equal lengths (e.g. TTS test sets) still batch.
 """
 
 from __future__ import annotations
@@ -92,15 +94,19 @@ def synthesize(
             utt_id: torch.repeat_interleave(units, generator.predict_durations(units.to(device)).cpu())
             for utt_id, units in utterances.items()
         }
-    order = sorted(utterances, key=lambda utt_id: len(utterances[utt_id]), reverse=True)
-    hop = generator.config.code_hop_size
-    for start in range(0, len(order), batch_size):
-        batch_ids = order[start : start + batch_size]
-        longest = len(utterances[batch_ids[0]])
-        padded = torch.stack(
-            [torch.cat([u, u[-1:].expand(longest - len(u))]) for u in (utterances[i] for i in batch_ids)]
-        ).to(device)
+    for batch_ids in equal_length_batches(utterances, batch_size):
+        units = torch.stack([utterances[i] for i in batch_ids]).to(device)
         speaker_ids = torch.tensor([speakers[i] for i in batch_ids], device=device) if speakers is not None else None
-        audio = generator(padded, speaker_ids).float().cpu().numpy()
-        for row, utt_id in enumerate(batch_ids):
-            yield utt_id, audio[row, : len(utterances[utt_id]) * hop]
+        audio = generator(units, speaker_ids).float().cpu().numpy()
+        yield from zip(batch_ids, audio)
+
+
+def equal_length_batches(utterances: dict[str, torch.Tensor], batch_size: int) -> Iterator[list[str]]:
+    """Utterance ids in batches of at most `batch_size` equally long utterances, longest first."""
+    by_length: dict[int, list[str]] = {}
+    for utt_id, units in utterances.items():
+        by_length.setdefault(len(units), []).append(utt_id)
+    for length in sorted(by_length, reverse=True):
+        ids = by_length[length]
+        for start in range(0, len(ids), batch_size):
+            yield ids[start : start + batch_size]
