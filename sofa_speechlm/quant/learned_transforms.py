@@ -39,12 +39,7 @@ def fold_norm_pair(params: dict, norm: str, linears, scale: torch.Tensor, shift:
         out[f"{norm}.bias"] = (bias - shift if shift is not None else bias) / scale
     elif shift is not None:
         raise ValueError(f"{norm} has no bias (RMSNorm?), so it cannot absorb a shift; disable the shift")
-    for linear in linears:
-        weight = params[f"{linear}.weight"]
-        out[f"{linear}.weight"] = weight * scale
-        if shift is not None:
-            out[f"{linear}.bias"] = _bias(params, linear, weight) + weight @ shift
-    return out
+    return fold_input_transform(out, linears, scale, shift)
 
 
 def fold_input_transform(params: dict, linears, scale: torch.Tensor, shift: torch.Tensor | None = None) -> dict:
