@@ -208,14 +208,14 @@ if wants_stage 2; then
         if [ -n "${vocoder_file}" ]; then
             log "Stage 2b: checking and importing the vocoder ${vocoder_file} (its config.json beside it) into ${vocoder_dir}"
             ${train_cmd} "${vocoder_dir}/log/import_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
-                --outdir "${vocoder_dir}" --import_checkpoint "${vocoder_file}"
+                --output_dir "${vocoder_dir}" --import_checkpoint "${vocoder_file}"
         else
             vocoder_device=cpu; [ "${ngpu}" -gt 0 ] && vocoder_device=cuda
             vocoder_data=(); for task in ${speech_tasks}; do vocoder_data+=("${datadir}/train/${task}"); done
             vocoder_opts=(); [ -n "${pretrained_vocoder}" ] && vocoder_opts+=(--pretrained_vocoder "${pretrained_vocoder}")
             log "Stage 2b: training the unit vocoder (${vocoder_config}) on ${datadir}/train -> ${vocoder_dir} (log: ${vocoder_dir}/log/train_vocoder.log)"
             ${train_cmd} "${vocoder_dir}/log/train_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
-                --config "${vocoder_config}" --outdir "${vocoder_dir}" --data_dirs "${vocoder_data[@]}" \
+                --config "${vocoder_config}" --output_dir "${vocoder_dir}" --data_dir "${vocoder_data[@]}" \
                 --num_embeddings "${nclusters}" --device "${vocoder_device}" "${vocoder_opts[@]}"
         fi
         finish_stage 2b "${vocoder_settings}"
@@ -400,7 +400,7 @@ if wants_stage 6; then
         finish_stage 6.reference "${eval_settings}"
     fi
     log "Stage 6: report of ${expdir} (RESULTS.md, results.json, plots)"
-    python -m sofa_speechlm.bin.report --expdir "${expdir}"
+    python -m sofa_speechlm.bin.report --exp_dir "${expdir}"
     log "Stage 6: results in ${expdir}/RESULTS.md"
     echo "${expdir}/RESULTS.md"
     cat "${expdir}/RESULTS.md"

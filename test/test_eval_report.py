@@ -100,7 +100,7 @@ def main_table(markdown: str) -> list:
 
 
 def test_report_reproduces_table10_drops_and_agrees_with_json(expdir, tmp_path):
-    report.main(["--expdir", str(expdir)])
+    report.main(["--exp_dir", str(expdir)])
     results = json.loads((expdir / "results.json").read_text())
     markdown = (expdir / "RESULTS.md").read_text()
     rows = {(r["attention"], r["variant"]): r for r in results["rows"]}
@@ -149,7 +149,7 @@ def test_compare_puts_lora_against_full_of_another_expdir(expdir, tmp_path):
 
 
 def test_missing_expdir_and_no_rows_still_write_a_report(tmp_path):
-    report.main(["--expdir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")])
+    report.main(["--exp_dir", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "out")])
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results["rows"] == [] and "experiment dir not found" in results["problems"][0]
     assert "No evaluated model" in (tmp_path / "out/RESULTS.md").read_text()

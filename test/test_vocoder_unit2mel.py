@@ -111,16 +111,16 @@ def test_cli_trains_and_vocodes(tmp_path, caplog):
     config = tmp_path / "u2m.yaml"
     values = tiny_unit2mel(max_steps=2).to_dict()
     config.write_text("\n".join(f"{key}: {'null' if value is None else value}" for key, value in values.items()) + "\n")
-    train = ["--config", str(config), "--data_dirs", str(data), "--device", "cpu"]
+    train = ["--config", str(config), "--data_dir", str(data), "--device", "cpu"]
     with caplog.at_level(logging.ERROR):
-        assert train_vocoder.main([*train, "--outdir", str(tmp_path / "x"), "--pretrained_vocoder", str(tmp_path / "nowhere.pth")]) == 1
+        assert train_vocoder.main([*train, "--output_dir", str(tmp_path / "x"), "--pretrained_vocoder", str(tmp_path / "nowhere.pth")]) == 1
     assert "nowhere.pth: vocoder checkpoint not found" in caplog.text
-    assert train_vocoder.main([*train, "--outdir", str(tmp_path / "exp"), "--pretrained_vocoder", str(generator)]) == 0
+    assert train_vocoder.main([*train, "--output_dir", str(tmp_path / "exp"), "--pretrained_vocoder", str(generator)]) == 0
     vocode_args = ["--vocoder", str(tmp_path / "exp"), "--units", str(data / "units"), "--device", "cpu"]
-    assert vocode.main([*vocode_args, "--outdir", str(tmp_path / "out")]) == 0
+    assert vocode.main([*vocode_args, "--output_dir", str(tmp_path / "out")]) == 0
     assert len((tmp_path / "out" / "wav.scp").read_text().splitlines()) == 2
     with caplog.at_level(logging.ERROR):
-        assert vocode.main([*vocode_args, "--outdir", str(tmp_path / "out2"), "--deduplicated"]) == 1
+        assert vocode.main([*vocode_args, "--output_dir", str(tmp_path / "out2"), "--deduplicated"]) == 1
     assert "--deduplicated: only a unit HiFi-GAN vocoder supports it" in caplog.text
 
 

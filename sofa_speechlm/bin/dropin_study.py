@@ -18,19 +18,19 @@ from pathlib import Path
 import torch
 
 from sofa_speechlm.attention import hf_normalizers
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data.kaldi import read_table
 from sofa_speechlm.lm.backbone import load_pretrained
 from sofa_speechlm.lm.dropin_study import calibration_windows, run_ptq, run_study, tokenize
 from sofa_speechlm.lm.offline_models import OFFLINE_MODELS, resolve_pretrained
 
 
-def read_sentences(text: Path, lowercase: bool, limit: int) -> list:
+def read_sentences(text: Path, lowercase: bool, limit: int, option: str = "--text") -> list:
     if not text.is_file():
-        raise FileNotFoundError(f"--text {text} does not exist (run stage 1, or give a Kaldi text file)")
+        raise FileNotFoundError(f"{option} {text} does not exist (run stage 1, or give a Kaldi text file)")
     sentences = [line for line in read_table(text).values() if line.strip()]
     if not sentences:
-        raise ValueError(f"--text {text} holds no sentence")
+        raise ValueError(f"{option} {text} holds no sentence")
     sentences = sentences[:limit] if limit > 0 else sentences
     return [s.lower() if lowercase else s for s in sentences]
 
@@ -149,14 +149,14 @@ def get_parser() -> argparse.ArgumentParser:
                         help="PTQ variants method:setting whose perplexity drop is measured ('none': no PTQ)")
     parser.add_argument("--ptq_normalizers", nargs="+", default=["softmax", "sofa"], choices=list(hf_normalizers()),
                         help="normalizers the PTQ variants are measured with")
-    parser.add_argument("--calibration_text", type=Path, default=Path("data/train/textlm/text"),
+    parser.add_argument("--calib_text", type=Path, default=Path("data/train/textlm/text"),
                         help="Kaldi text file of the PTQ calibration sentences (not the scored ones)")
-    parser.add_argument("--calibration_windows", type=int, default=16, help="calibration windows of --calibration_length tokens")
-    parser.add_argument("--calibration_length", type=int, default=128)
+    parser.add_argument("--calib_nsamples", type=int, default=16, help="calibration windows of --calib_seqlen tokens")
+    parser.add_argument("--calib_seqlen", type=int, default=128, help="tokens per calibration window")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output_dir", type=Path, required=True)
-    parser.add_argument("--log_level", default="INFO")
+    add_log_level(parser)
     return parser
 
 
@@ -182,7 +182,7 @@ def main(cmd=None) -> None:
 
     variants = parse_ptq(args)
     sentences = read_sentences(args.text, args.lowercase, args.max_sentences)
-    calibration_sentences = read_sentences(args.calibration_text, args.lowercase, 0) if variants else []
+    calibration_sentences = read_sentences(args.calib_text, args.lowercase, 0, "--calib_text") if variants else []
     directory = resolve_pretrained(args.pretrained_lm)
     model = load_pretrained(args.pretrained_lm).to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -192,7 +192,7 @@ def main(cmd=None) -> None:
     ptq = {}
     if variants:
         calibration = calibration_windows(
-            tokenize(tokenizer, calibration_sentences, args.prefix_token), args.calibration_length, args.calibration_windows
+            tokenize(tokenizer, calibration_sentences, args.prefix_token), args.calib_seqlen, args.calib_nsamples
         )
         ptq = run_ptq(lambda: load_pretrained(args.pretrained_lm).eval(), sequences, calibration,
                       args.ptq_normalizers, variants, args.batch_size, args.device)
@@ -202,7 +202,7 @@ def main(cmd=None) -> None:
         text=str(args.text), lowercase=args.lowercase, sentences=len(sentences), prefix_token=args.prefix_token,
         tokens=next(iter(results.values()))["tokens"], device=args.device, threads=torch.get_num_threads(),
         time_s=time.perf_counter() - start, results=results, ptq=ptq,
-        calibration=dict(text=str(args.calibration_text), windows=args.calibration_windows, length=args.calibration_length),
+        calibration=dict(text=str(args.calib_text), windows=args.calib_nsamples, length=args.calib_seqlen),
     )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "dropin_study.json").write_text(json.dumps(study, indent=1) + "\n", encoding="utf-8")

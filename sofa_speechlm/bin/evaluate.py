@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.eval.scores import Scores
 from sofa_speechlm.eval.whisper import default_whisper_model
 
@@ -72,7 +72,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--num_threads", type=int, default=0, help="CPU threads of torch and Whisper (0: torch's default)")
     parser.add_argument("--seed", type=int, default=777, help="random seed (decoding is deterministic)")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 

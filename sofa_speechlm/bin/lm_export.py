@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from sofa_speechlm.tasks.lm import SofaLMTask
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def _build(config: dict, finetune: str):
@@ -57,12 +57,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_config", type=Path, required=True, help="config.yaml of the lora/qlora experiment")
     parser.add_argument("--model_file", type=Path, required=True, help="its .pth (adapter and vocabulary weights)")
     parser.add_argument("--output_dir", type=Path, required=True, help="where config.yaml and model.pth go")
+    add_log_level(parser)
     return parser
 
 
 def main(cmd=None) -> None:
-    setup_logging()
     args = get_parser().parse_args(cmd)
+    setup_logging(args.log_level)
     export_merged(args.train_config, args.model_file, args.output_dir)
 
 

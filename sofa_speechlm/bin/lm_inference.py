@@ -21,7 +21,7 @@ from espnet2.text.token_id_converter import TokenIDConverter
 from sofa_speechlm.data.kaldi import read_table, write_table
 from sofa_speechlm.lm.generate import PromptContinuation, split_prompt
 from sofa_speechlm.tasks.lm import SofaLMTask
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--job", type=int, default=1, help="this job's index (1-based) among --nj")
     parser.add_argument("--nj", type=int, default=1, help="number of jobs the input is split into")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 

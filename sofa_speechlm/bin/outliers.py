@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.eval.outliers import MODALITY_SOURCES, collect_outliers, position_mask
 from sofa_speechlm.text.bpe import SOS_EOS
 from sofa_speechlm.text.templates import SPECIAL_TOKENS
@@ -43,7 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attention_max_tokens", type=int, default=64, help="attention maps: an utterance this short, else this many positions around the task marker")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    add_log_level(parser)
     return parser
 
 

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.lm.offline_models import OFFLINE_MODELS, convert_gguf, installed_gguf, prepare
 
 
@@ -22,7 +22,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all_installed", action="store_true", help="every known offline model whose package is installed")
     parser.add_argument("--gguf_file", type=Path, help="any GGUF file of a supported model type (instead of --name)")
     parser.add_argument("--output_dir", type=Path, help="HF dir to write (default for --name: tools/models/<model>)")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 

@@ -7,10 +7,13 @@ Reads only quant_config.yaml files (no torch import), so the recipe can print it
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
 import yaml
+
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 COLUMNS = ["lm", "variant", "method", "setting", "execution", "size_mb", "time_s", "complete"]
 
@@ -44,11 +47,19 @@ def format_table(rows) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table)
 
 
-def main(cmd=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ptq_dirs", nargs="+", help="exp/lm_<name>/ptq dirs")
-    args = parser.parse_args(cmd)
-    print(format_table(summary_rows(args.ptq_dirs)))
+    add_log_level(parser)
+    return parser
+
+
+def main(cmd=None) -> None:
+    args = get_parser().parse_args(cmd)
+    setup_logging(args.log_level)
+    rows = summary_rows(args.ptq_dirs)
+    logging.info(f"{len(rows)} variants under {len(args.ptq_dirs)} ptq dirs")
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

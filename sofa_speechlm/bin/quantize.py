@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 CALIBRATION_DEFAULTS = {"nsamples": 128, "seqlen": 512, "batch_size": 16, "seed": 0}
 
@@ -37,7 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib_batch_size", type=int, default=None, help="windows per batch (default: ptq_config, else 16)")
     parser.add_argument("--seed", type=int, default=None, help="calibration sampling seed (default: ptq_config, else 0)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 

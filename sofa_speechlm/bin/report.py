@@ -1,6 +1,6 @@
 """Stage-6 report of one or more experiment dirs: RESULTS.md, results.json and plots/*.png.
 
-    python -m sofa_speechlm.bin.report --expdir exp                      # -> exp/RESULTS.md ...
+    python -m sofa_speechlm.bin.report --exp_dir exp                     # -> exp/RESULTS.md ...
     python -m sofa_speechlm.bin.report --compare exp_sofa exp_vanilla --output_dir exp_cmp
 
 Reads every exp/lm_*/eval/<variant>/scores.json and outliers.json and exp/eval/reference/*/scores.json
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.eval.report import (
     ATTENTION_LABELS, FINETUNE_LABELS, FP_VARIANT, METHOD_LABELS, lm_base, build_results, collect, fmt_bits, render_markdown,
 )
@@ -27,11 +27,11 @@ MAX_ATTENTION_PANELS = 4
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--expdir", help="experiment dir of run.sh (holds lm_*/eval/*/scores.json)")
-    group.add_argument("--compare", nargs="+", metavar="EXPDIR", help="several experiment dirs in one table")
-    parser.add_argument("--output_dir", default=None, help="where RESULTS.md, results.json, plots/ go (default: the (first) expdir)")
+    group.add_argument("--exp_dir", help="experiment dir of run.sh (holds lm_*/eval/*/scores.json)")
+    group.add_argument("--compare", nargs="+", metavar="EXP_DIR", help="several experiment dirs in one table")
+    parser.add_argument("--output_dir", default=None, help="where RESULTS.md, results.json, plots/ go (default: the (first) experiment dir)")
     parser.add_argument("--no_plots", action="store_true", help="tables only")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    add_log_level(parser)
     return parser
 
 
@@ -83,9 +83,9 @@ def make_plots(results: dict, found, plot_dir: Path) -> list:
 def main(cmd=None):
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)
-    expdirs = [Path(e) for e in (args.compare or [args.expdir])]
-    output_dir = Path(args.output_dir) if args.output_dir else expdirs[0]
-    found = collect(expdirs)
+    exp_dirs = [Path(e) for e in (args.compare or [args.exp_dir])]
+    output_dir = Path(args.output_dir) if args.output_dir else exp_dirs[0]
+    found = collect(exp_dirs)
     results = build_results(found)
     plot_paths = [] if args.no_plots else make_plots(results, found, output_dir / "plots")
     results["problems"] = list(found.problems)

@@ -1,11 +1,11 @@
 """Trains a unit vocoder on (wav, units) data dirs, or imports a published unit HiFi-GAN.
 
 The config's `kind` picks what is trained:
-- unit_hifigan (no kind key): the unit HiFi-GAN; writes OUTDIR/checkpoint.pth (resumable),
-  OUTDIR/generator.pth + config.json (published speech-resynthesis/fairseq layout), loss.png, tensorboard/;
+- unit_hifigan (no kind key): the unit HiFi-GAN; writes OUTPUT_DIR/checkpoint.pth (resumable),
+  OUTPUT_DIR/generator.pth + config.json (published speech-resynthesis/fairseq layout), loss.png, tensorboard/;
 - unit2mel_hifigan: a unit-to-mel model in front of a pretrained, fixed HiFi-GAN mel vocoder;
-  writes OUTDIR/checkpoint.pth (resumable), OUTDIR/unit2mel.pth + config.json, loss.png.
-`sofa_speechlm.vocoder.load_vocoder(OUTDIR)` loads either.
+  writes OUTPUT_DIR/checkpoint.pth (resumable), OUTPUT_DIR/unit2mel.pth + config.json, loss.png.
+`sofa_speechlm.vocoder.load_vocoder(OUTPUT_DIR)` loads either.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
 from sofa_speechlm.vocoder.mel import MelConventionError
 from sofa_speechlm.vocoder.trainer import GENERATOR_NAME, VocoderTrainer
 from sofa_speechlm.vocoder.unit2mel import KIND as UNIT2MEL_KIND
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--outdir", required=True, help="experiment dir of the vocoder")
+    parser.add_argument("--output_dir", required=True, help="experiment dir of the vocoder")
     parser.add_argument("--config", help="vocoder YAML config (e.g. conf/vocoder/tiny.yaml); required for training")
-    parser.add_argument("--data_dirs", nargs="+", default=[], help="training data dirs with wav.scp and units")
+    parser.add_argument("--data_dir", nargs="+", default=[], help="training data dirs with wav.scp and units")
     parser.add_argument("--num_embeddings", type=int, default=None, help="unit vocabulary size (overrides the config)")
     parser.add_argument("--max_steps", type=int, default=None, help="training steps (overrides the config)")
     parser.add_argument(
@@ -39,9 +39,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--import_checkpoint", default=None,
-        help="instead of training: check that this published vocoder loads and write it into OUTDIR",
+        help="instead of training: check that this published vocoder loads and write it into OUTPUT_DIR",
     )
     parser.add_argument("--import_config", default=None, help="config.json of --import_checkpoint (default: beside it)")
+    add_log_level(parser)
     return parser
 
 
@@ -75,9 +76,9 @@ def train_unit2mel(args: argparse.Namespace) -> None:
     config.convention.check_matches(generator.config.convention, args.config, str(generator_path.parent / "config.json"))
     logging.info("pretrained mel vocoder: %s", generator_path)
     del generator
-    trainer = Unit2MelTrainer(config, args.outdir, args.device)
+    trainer = Unit2MelTrainer(config, args.output_dir, args.device)
     trainer.resume()
-    trainer.train(args.data_dirs)
+    trainer.train(args.data_dir)
 
 
 def training_config(args: argparse.Namespace) -> VocoderConfig:
@@ -87,7 +88,7 @@ def training_config(args: argparse.Namespace) -> VocoderConfig:
     if args.max_steps is not None:
         values["max_steps"] = args.max_steps
     if values["multispkr"] and not values["speakers"]:
-        names = {speaker for path in args.data_dirs for speaker in DataDir(path).utt2spk.values()}
+        names = {speaker for path in args.data_dir for speaker in DataDir(path).utt2spk.values()}
         values["speakers"] = sorted(names)
         if len(names) > values["num_speakers"]:
             raise VocoderConfigError(f"{args.config}: num_speakers {values['num_speakers']} < {len(names)} speakers in the data")
@@ -95,23 +96,23 @@ def training_config(args: argparse.Namespace) -> VocoderConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     parser = get_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.log_level)
     try:
         if args.import_checkpoint:
             generator = load_generator(args.import_checkpoint, args.import_config)
-            save_published(generator, f"{args.outdir}/{GENERATOR_NAME}")
-            logging.info("imported %s into %s/%s", args.import_checkpoint, args.outdir, GENERATOR_NAME)
+            save_published(generator, f"{args.output_dir}/{GENERATOR_NAME}")
+            logging.info("imported %s into %s/%s", args.import_checkpoint, args.output_dir, GENERATOR_NAME)
             return 0
-        if not args.config or not args.data_dirs:
-            parser.error("training needs --config and --data_dirs (or use --import_checkpoint)")
+        if not args.config or not args.data_dir:
+            parser.error("training needs --config and --data_dir (or use --import_checkpoint)")
         if config_kind(args.config) == UNIT2MEL_KIND:
             train_unit2mel(args)
             return 0
-        trainer = VocoderTrainer(training_config(args), args.outdir, args.device)
+        trainer = VocoderTrainer(training_config(args), args.output_dir, args.device)
         trainer.resume()
-        trainer.train(args.data_dirs)
+        trainer.train(args.data_dir)
     except (VocoderConfigError, MelConventionError, DataDirError, AudioError, FileNotFoundError) as error:
         logging.error("%s", error)
         return 1

@@ -1,11 +1,11 @@
-"""Vocodes a units file (`uttid u1 u2 ...`) into OUTDIR/wav/<uttid>.wav and OUTDIR/wav.scp.
+"""Vocodes a units file (`uttid u1 u2 ...`) into OUTPUT_DIR/wav/<uttid>.wav and OUTPUT_DIR/wav.scp.
 
 --vocoder is stage 2b's vocoder dir (any kind: unit HiFi-GAN or unit-to-mel + pretrained
 HiFi-GAN, loaded by `sofa_speechlm.vocoder.load_vocoder`) or a unit HiFi-GAN generator file.
 
 Units are 50 Hz frames (a data dir's `units`). De-duplicated units (`units_dedup`) are expanded
 by their run lengths with --durations (`units_dur`), or by the vocoder's duration predictor with
---deduplicated. Batched; logs the real-time factor (synthesis seconds / audio seconds) and writes it to OUTDIR/rtf.
+--deduplicated. Batched; logs the real-time factor (synthesis seconds / audio seconds) and writes it to OUTPUT_DIR/rtf.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sofa_speechlm.vocoder.checkpoint import load_generator
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
 from sofa_speechlm.vocoder.synthesis import UnitVocoder, load_vocoder, synthesize
 from sofa_speechlm.vocoder.units import expand_by_durations, read_units
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--vocoder_config", default=None, help="its config.json (default: beside the checkpoint)")
     parser.add_argument("--units", required=True, help="units file: 'uttid u1 u2 ...' per line")
-    parser.add_argument("--outdir", required=True, help="writes wav/<uttid>.wav, wav.scp and rtf here")
+    parser.add_argument("--output_dir", required=True, help="writes wav/<uttid>.wav, wav.scp and rtf here")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -45,6 +45,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--durations", default=None, help="run lengths of de-duplicated --units (stage 2a's units_dur)")
     parser.add_argument("--utt2spk", default=None, help="speakers of a multi-speaker vocoder (names from its config's speakers)")
     parser.add_argument("--speaker_id", type=int, default=None, help="one speaker embedding index for every utterance")
+    add_log_level(parser)
     return parser
 
 
@@ -71,12 +72,12 @@ def speaker_ids(args: argparse.Namespace, utt_ids: list[str], config: VocoderCon
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
     parser = get_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.log_level)
     if args.deduplicated and args.durations:
         parser.error("--deduplicated (predicted durations) and --durations (given durations) exclude each other")
-    outdir = Path(args.outdir)
+    output_dir = Path(args.output_dir)
     try:
         if Path(args.vocoder).is_dir():
             vocoder = load_vocoder(args.vocoder, args.device)
@@ -94,24 +95,24 @@ def main(argv: list[str] | None = None) -> int:
             if unit_hifigan_only:
                 raise VocoderConfigError(f"--{unit_hifigan_only[0]}: only a unit HiFi-GAN vocoder supports it, {args.vocoder} is another kind")
             outputs = vocoder.synthesize(utterances, args.batch_size)
-        (outdir / "wav").mkdir(parents=True, exist_ok=True)
+        (output_dir / "wav").mkdir(parents=True, exist_ok=True)
         wav_scp, audio_seconds, started = {}, 0.0, time.perf_counter()
         synthesis_seconds = 0.0
         for count, (utt_id, audio) in enumerate(outputs, start=1):
             synthesis_seconds += time.perf_counter() - started
-            path = (outdir / "wav" / f"{utt_id}.wav").resolve()
+            path = (output_dir / "wav" / f"{utt_id}.wav").resolve()
             soundfile.write(path, audio, rate, subtype="PCM_16")
             wav_scp[utt_id] = str(path)
             audio_seconds += len(audio) / rate
             if count % 100 == 0:
                 logging.info("vocoded %d/%d utterances", count, len(utterances))
             started = time.perf_counter()
-        write_table(outdir / "wav.scp", wav_scp)
+        write_table(output_dir / "wav.scp", wav_scp)
     except (ValueError, FileNotFoundError) as error:  # DataDirError, VocoderConfigError included
         logging.error("%s", error)
         return 1
     rtf = synthesis_seconds / max(audio_seconds, 1e-9)
-    (outdir / "rtf").write_text(f"{rtf:.4f}\n")
+    (output_dir / "rtf").write_text(f"{rtf:.4f}\n")
     logging.info(
         "vocoded %d utterances, %.1f s of audio in %.1f s: real-time factor %.4f (%.1fx faster than real time)",
         len(wav_scp), audio_seconds, synthesis_seconds, rtf, 1 / max(rtf, 1e-9),
