@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sofa_speechlm.data import DataDirError
-from sofa_speechlm.vocoder import CodeHiFiGANGenerator, VocoderConfigError, load_generator, read_units, save_published
+from sofa_speechlm.speech.units import read_units
+from sofa_speechlm.vocoder import CodeHiFiGANGenerator, VocoderConfigError, load_generator, save_published
 from vocoder_testutils import tiny_config, write_published_checkpoint
 
 

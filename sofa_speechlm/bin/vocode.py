@@ -20,10 +20,10 @@ import soundfile
 import torch
 
 from sofa_speechlm.data import DataDirError, read_table, write_table
+from sofa_speechlm.speech.units import expand_by_durations, read_units
 from sofa_speechlm.vocoder.checkpoint import load_generator
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
 from sofa_speechlm.vocoder.synthesis import UnitVocoder, load_vocoder, synthesize
-from sofa_speechlm.vocoder.units import expand_by_durations, read_units
 from sofa_speechlm.bin import add_log_level, setup_logging
 
 
@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             vocoder = load_vocoder(args.vocoder, args.device)
         else:
             vocoder = UnitVocoder(load_generator(args.vocoder, args.vocoder_config).to(args.device).remove_weight_norm())
-        utterances = read_units(args.units, vocoder.num_embeddings)
+        units = read_units(args.units, num_embeddings=vocoder.num_embeddings)
         if args.durations:
-            utterances = expand_by_durations(utterances, args.durations)
+            units = expand_by_durations(units, args.durations)
+        utterances = {utt_id: torch.tensor(ids, dtype=torch.long) for utt_id, ids in units.items()}
         rate = vocoder.sampling_rate
         if isinstance(vocoder, UnitVocoder):
             speakers = speaker_ids(args, list(utterances), vocoder.generator.config)

@@ -96,7 +96,7 @@ def reference_audio(kind: str, data_dir, utt_ids: Iterable[str], vocoder=None) -
     """16 kHz audio of the reference rows: `ground_truth` (the data dir's wavs) or
     `resynthesis` (the vocoder on the data dir's ground-truth units)."""
     from sofa_speechlm.data.audio import iter_utterances
-    from sofa_speechlm.data.kaldi import read_table
+    from sofa_speechlm.speech.units import read_units
 
     utt_ids = list(utt_ids)
     if kind == "ground_truth":
@@ -104,8 +104,8 @@ def reference_audio(kind: str, data_dir, utt_ids: Iterable[str], vocoder=None) -
     if kind == "resynthesis":
         if vocoder is None:
             raise ValueError("the resynthesis reference needs a vocoder")
-        table = read_table(Path(data_dir) / "units")
-        units = {u: [int(x) for x in table[u].split()] for u in utt_ids}
+        table = read_units(data_dir, num_embeddings=vocoder.num_embeddings)
+        units = {u: table[u] for u in utt_ids}
         return vocode(vocoder, units)
     raise ValueError(f"reference '{kind}': expected ground_truth or resynthesis")
 

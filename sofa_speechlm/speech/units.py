@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 from typing import Sequence
 
-from sofa_speechlm.data import DataDir, DataDirError, write_table
+from sofa_speechlm.data import DataDir, DataDirError, read_table, write_table
 
 UNITS_FILE, DEDUP_FILE, DURATION_FILE = "units", "units_dedup", "units_dur"
 
@@ -27,23 +27,51 @@ def expand(units: Sequence[int], durations: Sequence[int]) -> list[int]:
     return [unit for unit, length in zip(units, durations) for _ in range(length)]
 
 
-def parse_units(value: str, where: str) -> list[int]:
+def parse_units(value: str, where: str, num_embeddings: int | None = None) -> list[int]:
+    """Unit ids of one `units` value (`where` names file and utterance in errors); with
+    `num_embeddings` (a vocoder's or LM's unit table) every id must lie in [0, num_embeddings)."""
+    tokens = value.split()
+    if not tokens:
+        raise DataDirError(f"{where} has no units")
     try:
-        units = [int(token) for token in value.split()]
+        units = [int(token) for token in tokens]
     except ValueError:
-        raise DataDirError(f"{where}: expected integer unit ids, got '{value[:60]}'") from None
-    if any(unit < 0 for unit in units):
-        raise DataDirError(f"{where}: negative unit id in '{value[:60]}'")
+        bad = next(token for token in tokens if not token.lstrip("-").isdigit())
+        raise DataDirError(f"{where}: unit '{bad}' is not an integer id") from None
+    upper = num_embeddings if num_embeddings is not None else float("inf")
+    for position, unit in enumerate(units):
+        if not 0 <= unit < upper:
+            valid = f"[0, {num_embeddings - 1}]" if num_embeddings is not None else "ids >= 0"
+            raise DataDirError(f"{where}: unit id {unit} at position {position} is outside {valid}")
     return units
 
 
-def read_units(data_dir: str | Path | DataDir, name: str = UNITS_FILE) -> dict[str, list[int]]:
-    """uttid -> unit ids from the data dir's `units` (or `units_dedup`) file."""
-    data = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
-    if not data.has(name):
-        raise DataDirError(f"{data.path}: no {name} file; run stage 2 (speech units) first")
-    table = data.table(name)
-    return {utt_id: parse_units(value, f"{data.path / name} ({utt_id})") for utt_id, value in table.items()}
+def read_units(source: str | Path | DataDir, name: str = UNITS_FILE, num_embeddings: int | None = None) -> dict[str, list[int]]:
+    """uttid -> unit ids, in file order, of a units file, or of the file `name` (units,
+    units_dedup, units_dur) in a data dir; `num_embeddings` as in `parse_units`."""
+    if isinstance(source, DataDir) or Path(source).is_dir():
+        data = source if isinstance(source, DataDir) else DataDir(source)
+        if not data.has(name):
+            raise DataDirError(f"{data.path}: no {name} file; run stage 2 (speech units) first")
+        path = data.path / name
+    else:
+        path = Path(source)
+    table = read_table(path, allow_empty_value=True)
+    return {utt_id: parse_units(value, f"{path}: utterance {utt_id}", num_embeddings) for utt_id, value in table.items()}
+
+
+def expand_by_durations(units: dict[str, list[int]], durations_file: str | Path) -> dict[str, list[int]]:
+    """De-duplicated units repeated by their run lengths from a `units_dur` file (`expand` per utterance)."""
+    durations = read_units(durations_file)
+    expanded = {}
+    for utt_id, runs in units.items():
+        if utt_id not in durations:
+            raise DataDirError(f"{durations_file}: no durations for utterance {utt_id}")
+        counts = durations[utt_id]
+        if len(counts) != len(runs) or min(counts) < 1:
+            raise DataDirError(f"{durations_file}: utterance {utt_id}: expected {len(runs)} durations >= 1, got {len(counts)}")
+        expanded[utt_id] = expand(runs, counts)
+    return expanded
 
 
 def write_units(data_dir: str | Path, units: dict[str, Sequence[int]], dedup: bool = False) -> None:

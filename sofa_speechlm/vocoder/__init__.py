@@ -4,9 +4,8 @@ from sofa_speechlm.vocoder.checkpoint import load_generator, save_published
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
 from sofa_speechlm.vocoder.generator import CodeHiFiGANGenerator
 from sofa_speechlm.vocoder.synthesis import UnitVocoder, load_vocoder, synthesize
-from sofa_speechlm.vocoder.units import parse_units, read_units
 
 __all__ = [
-    "CodeHiFiGANGenerator", "VocoderConfig", "VocoderConfigError", "load_generator", "parse_units",
-    "read_units", "save_published", "synthesize", "UnitVocoder", "load_vocoder",
+    "CodeHiFiGANGenerator", "VocoderConfig", "VocoderConfigError", "load_generator",
+    "save_published", "synthesize", "UnitVocoder", "load_vocoder",
 ]

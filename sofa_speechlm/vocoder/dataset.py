@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from sofa_speechlm.data import DataDir, DataDirError, iter_utterances
 from sofa_speechlm.vocoder.config import VocoderConfig
-from sofa_speechlm.vocoder.units import parse_units
+from sofa_speechlm.speech.units import parse_units
 
 PEAK = 0.95  # audio is peak-normalized to this level, as in speech-resynthesis
 
@@ -60,7 +60,8 @@ class UnitWaveformDataset(Dataset):
                     if name not in speakers:
                         raise DataDirError(f"{data_dir.path / 'utt2spk'}: utterance {utt_id} has speaker {name}, not in the config's speakers")
                     speaker = speakers[name]
-                self.utterances.append(Utterance(data_dir, utt_id, parse_units(utt_id, value, config.num_embeddings, str(data_dir.path / "units")), speaker))
+                ids = parse_units(value, f"{data_dir.path / 'units'}: utterance {utt_id}", config.num_embeddings)
+                self.utterances.append(Utterance(data_dir, utt_id, torch.tensor(ids, dtype=torch.long), speaker))
         if not self.utterances:
             raise DataDirError(f"no utterances with units in {[str(p) for p in data_dirs]}")
         logging.info("vocoder data: %d utterances from %d data dirs", len(self.utterances), len(data_dirs))

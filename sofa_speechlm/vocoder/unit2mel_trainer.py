@@ -22,7 +22,7 @@ from sofa_speechlm.vocoder.config import VocoderConfigError
 from sofa_speechlm.vocoder.dataset import frame_tolerance
 from sofa_speechlm.vocoder.mel import PEAK, LogMelExtractor
 from sofa_speechlm.vocoder.unit2mel import Unit2Mel, Unit2MelConfig, masked_mel_loss
-from sofa_speechlm.vocoder.units import parse_units
+from sofa_speechlm.speech.units import parse_units
 
 CHECKPOINT_NAME = "checkpoint.pth"
 MODEL_NAME = "unit2mel.pth"
@@ -41,7 +41,7 @@ def load_examples(data_dirs: list[str | Path], config: Unit2MelConfig) -> list[t
         wanted = [utt_id for utt_id in table if utt_id not in seen]
         seen.update(wanted)
         for utt_id, wav in iter_utterances(data_dir, config.unit_sampling_rate, wanted):
-            units = parse_units(utt_id, table[utt_id], config.num_embeddings, str(data_dir.path / "units"))
+            units = torch.tensor(parse_units(table[utt_id], f"{data_dir.path / 'units'}: utterance {utt_id}", config.num_embeddings))
             audio_frames = len(wav) // config.code_hop_size
             if abs(audio_frames - len(units)) > frame_tolerance(audio_frames):
                 raise DataDirError(
