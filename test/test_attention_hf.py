@@ -15,10 +15,10 @@ from sofa_speechlm.attention import (
     ATTENTION_IMPLEMENTATION,
     apply_attention,
     hf_normalizers,
-    load_pretrained,
     restore_attention,
     supported_model_types,
 )
+from sofa_speechlm.lm.backbone import load_pretrained
 
 
 def tiny_opt():

@@ -7,7 +7,6 @@ from .hf import (
     AttentionGate,
     apply_attention,
     hf_normalizers,
-    load_pretrained,
     restore_attention,
     supported_model_types,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "eager_attention",
     "get_normalizer",
     "hf_normalizers",
-    "load_pretrained",
     "restore_attention",
     "supported_model_types",
 ]

@@ -6,7 +6,8 @@ transformers' attention interface.
 function registered here as ``ATTENTION_IMPLEMENTATION``; that function reads the setting from
 the module's config at call time, so every pretrained weight is kept and nothing is copied.
 ``normalizer="gated"`` adds a per-head sigmoid gate to every attention module (vanilla softmax
-inside). ``load_pretrained(path)`` reloads a saved model with its attention and gate weights.
+inside). ``restore_attention(model, checkpoint_dir)`` re-applies a saved model's attention and
+gate weights (``sofa_speechlm.lm.backbone.load_pretrained`` does it for every pretrained LM).
 """
 import glob
 import math
@@ -171,29 +172,25 @@ def apply_attention(model, normalizer: str, **options):
     return model
 
 
-def restore_attention(model):
+def restore_attention(model, checkpoint_dir: str | None = None):
     """Re-apply the attention recorded in ``model.config`` (after building a model from a saved
-    config); a model without a record is returned unchanged."""
+    config or loading it with transformers); a model without a record is returned unchanged.
+    With ``checkpoint_dir`` (the saved model's dir) the weights of ``gated``'s gates are loaded
+    from its safetensors files too: transformers reports them as unexpected keys and drops them."""
     setting = getattr(model.config, CONFIG_KEY, None)
     if setting is None:
         return model
-    return apply_attention(model, setting["normalizer"], **setting["options"])
-
-
-def load_pretrained(path: str, **from_pretrained_kwargs):
-    """AutoModelForCausalLM.from_pretrained plus the recorded attention and its gate weights."""
-    from safetensors import safe_open
-    from transformers import AutoModelForCausalLM
-
-    model = restore_attention(AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs))
+    model = apply_attention(model, setting["normalizer"], **setting["options"])
     gate_keys = {name for name in model.state_dict() if ".sofa_gate." in name}
-    if gate_keys:
+    if gate_keys and checkpoint_dir is not None:
+        from safetensors import safe_open
+
         state = {}
-        for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+        for file in sorted(glob.glob(os.path.join(checkpoint_dir, "*.safetensors"))):
             with safe_open(file, framework="pt") as tensors:
                 state.update({name: tensors.get_tensor(name) for name in tensors.keys() if name in gate_keys})
         missing = sorted(gate_keys - set(state))
         if missing:
-            raise ValueError(f"{path}: gated-attention weights missing from the checkpoint, e.g. {missing[0]}")
+            raise ValueError(f"{checkpoint_dir}: gated-attention weights missing from the checkpoint, e.g. {missing[0]}")
         model.load_state_dict(state, strict=False)
     return model

@@ -20,7 +20,7 @@ from typing import List
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from sofa_speechlm.attention import supported_model_types
+from sofa_speechlm.attention import restore_attention, supported_model_types
 
 # The architectures whose attention sofa_speechlm.attention can switch.
 SUPPORTED_MODEL_TYPES = supported_model_types()
@@ -45,7 +45,8 @@ def _is_hub_id(name: str) -> bool:
 
 def load_pretrained(pretrained: str) -> PreTrainedModel:
     """Load an OPT/Qwen2/Llama causal LM from a local directory, a hub id (offline cache) or
-    the name of an offline model (sofa_speechlm.lm.offline_models, e.g. 'smollm2')."""
+    the name of an offline model (sofa_speechlm.lm.offline_models, e.g. 'smollm2'), in fp32;
+    a model saved after `apply_attention` comes back with its attention (and gate weights)."""
     from sofa_speechlm.lm.offline_models import OFFLINE_MODELS, resolve_pretrained
 
     pretrained = resolve_pretrained(pretrained)
@@ -63,9 +64,15 @@ def load_pretrained(pretrained: str) -> PreTrainedModel:
         ) from exc
     _check_model_type(config, f"pretrained '{pretrained}'")
     logging.info(f"Loading pretrained {config.model_type} from {pretrained}")
-    return AutoModelForCausalLM.from_pretrained(
+    model = AutoModelForCausalLM.from_pretrained(
         pretrained, config=config, dtype=torch.float32, attn_implementation="sdpa"
     )
+    if getattr(config, "sofa_attention", None) is None:
+        return model
+    from transformers.utils import cached_file
+
+    checkpoint_dir = pretrained if os.path.isdir(pretrained) else os.path.dirname(cached_file(pretrained, "config.json"))
+    return restore_attention(model, checkpoint_dir)
 
 
 def build_random(hf_config: dict, init_seed: int) -> PreTrainedModel:
