@@ -47,7 +47,7 @@ def test_token_list_is_espnet_layout(trained):
 
 def test_units_and_text_round_trip_through_the_bpe(trained):
     model_dir, examples = trained
-    tokenizer = JointTokenizer.from_dir(model_dir)
+    tokenizer = JointTokenizer(model_dir / "bpe.model", model_dir / "tokens.txt")
     held_out = corpus(count=40, seed=1)  # unseen combinations
     for task, text, units in [*examples.values(), *held_out.values()]:
         pieces = tokenizer.encode(task, text, units)
@@ -62,14 +62,14 @@ def test_units_and_text_round_trip_through_the_bpe(trained):
 
 def test_special_tokens_are_single_pieces(trained):
     model_dir, _ = trained
-    tokenizer = JointTokenizer.from_dir(model_dir)
+    tokenizer = JointTokenizer(model_dir / "bpe.model", model_dir / "tokens.txt")
     pieces = tokenizer.encode("asr", "HELLO", [1, 2, 3])
     assert pieces[0] == "<startofspeech>" and "<generatetext>" in pieces
 
 
 def test_generated_continuation_decodes_to_units_and_text(trained):
     model_dir, _ = trained
-    tokenizer = JointTokenizer.from_dir(model_dir)
+    tokenizer = JointTokenizer(model_dir / "bpe.model", model_dir / "tokens.txt")
     prompt = tokenizer.encode("tts", "A LAZY DOG", [0])[:-2]  # up to <generatespeech>
     generated = tokenizer.tokenize(" " + format_task("speechlm", units=[4, 4, 9, 1])[len("<generatespeech> ") :])
     segments = tokenizer.decode(prompt + generated)

@@ -30,7 +30,7 @@ def test_stage3_writes_lm_text_bpe_and_token_list(tmp_path):
         for utt_id, ids in units[split].items():
             assert [s.units for s in split_segments(asr[utt_id])] == [ids, []]
     token_dir = tmp_path / "dump" / "token_list" / "bpe_unigram50"
-    tokenizer = JointTokenizer.from_dir(token_dir)
+    tokenizer = JointTokenizer(token_dir / "bpe.model", token_dir / "tokens.txt")
     assert len(tokenizer.tokens) == 50
     line = read_table(lm_text / "dev" / "tts.txt")[next(iter(units["dev"]))]
     assert tokenizer.detokenize(tokenizer.tokenize(line)) == line

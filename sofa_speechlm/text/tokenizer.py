@@ -31,11 +31,6 @@ class JointTokenizer:
         self.unk_id = self.token_ids[UNK]
         self.sos_eos_id = self.token_ids[SOS_EOS]
 
-    @classmethod
-    def from_dir(cls, token_dir: str | Path) -> "JointTokenizer":
-        """From a stage-3 dir `${dumpdir}/token_list/bpe_<mode><nbpe>` (bpe.model, tokens.txt)."""
-        return cls(Path(token_dir) / "bpe.model", Path(token_dir) / "tokens.txt")
-
     def tokenize(self, line: str) -> list[str]:
         """Pieces of an LM text line (as ESPnet's sentencepiece tokenizer splits it)."""
         return self.processor.encode(line, out_type=str)
