@@ -3,6 +3,8 @@
     units        uttid u1 u2 ...     k-means ids 0..K-1, one per 20 ms frame (50 Hz)
     units_dedup  uttid v1 v2 ...     runs of repeated ids collapsed to one id
     units_dur    uttid d1 d2 ...     frames each run of units_dedup lasted (sum = len(units))
+
+`read_units` is the one reader of these files (LM text, vocoders, `bin.vocode`, evaluation).
 """
 
 from __future__ import annotations
