@@ -234,7 +234,7 @@ if wants_stage 3; then
             continue
         fi
         log "Stage 3: task-formatted LM text of ${datadir}/${split} -> ${lm_text_dir}/${split}/{textlm,speechlm,asr,tts,all}.txt"
-        python -m sofa_speechlm.bin.make_lm_text --split_dir "${datadir}/${split}" --out_dir "${lm_text_dir}/${split}"
+        python -m sofa_speechlm.bin.make_lm_text --split_dir "${datadir}/${split}" --output_dir "${lm_text_dir}/${split}"
         finish_stage "3.lm_text.${split}" "inputs=${inputs}"
     done
     settings="nbpe=${nbpe} bpemode=${bpemode} train_text=$(md5sum < "${lm_text_dir}/train/all.txt" | cut -d' ' -f1)"
@@ -242,7 +242,7 @@ if wants_stage 3; then
         log "Stage 3: sentencepiece model and token list already in ${bpedir}"
     else
         log "Stage 3: sentencepiece (${bpemode}, ${nbpe}) over ${lm_text_dir}/train/all.txt -> ${bpedir}/{bpe.model,tokens.txt}"
-        python -m sofa_speechlm.bin.train_bpe --lm_text "${lm_text_dir}/train/all.txt" --model_dir "${bpedir}" \
+        python -m sofa_speechlm.bin.train_bpe --lm_text "${lm_text_dir}/train/all.txt" --output_dir "${bpedir}" \
             --nbpe "${nbpe}" --bpemode "${bpemode}"
         finish_stage 3 "${settings}"
     fi
