@@ -26,15 +26,17 @@ from sofa_speechlm.text.length import DEFAULT_RULE, LONG_LINE_RULES, LongLinesEr
 
 def lm_max_positions(train_config: str | Path, pretrained_lm: str | None = None) -> int:
     """max_position_embeddings of the LM a stage-4 config (or its trained config.yaml) builds."""
-    from transformers import AutoConfig
-
-    from sofa_speechlm.lm.offline_models import resolve_pretrained
-
     path = Path(train_config)
     if not path.is_file():
         raise ValueError(f"--train_config {path}: not found")
     lm_conf = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("lm_conf") or {}
     pretrained = pretrained_lm or lm_conf.get("pretrained")
+    if not pretrained and (lm_conf.get("hf_config") or {}).get("max_position_embeddings"):
+        return int(lm_conf["hf_config"]["max_position_embeddings"])  # without importing transformers (seconds)
+    from transformers import AutoConfig
+
+    from sofa_speechlm.lm.offline_models import resolve_pretrained
+
     try:
         if pretrained:
             config = AutoConfig.from_pretrained(resolve_pretrained(pretrained))
