@@ -154,6 +154,9 @@ def test_fairseq_checkpoint_with_unreadable_settings_is_refused(tmp_path):
     torch.save({"model": {}, "cfg": {"model": [1, 2], "task": {}}}, path)
     with pytest.raises(CheckpointError, match=r"hubert\.pt: cfg\['model'\] is a list, expected a mapping or an argparse Namespace"):
         HubertFeatureReader(path)
+    torch.save({"model": {}, "cfg": None, "args": None}, path)
+    with pytest.raises(CheckpointError, match=r"hubert\.pt: no 'cfg' or 'args' entry: not a fairseq checkpoint"):
+        HubertFeatureReader(path)
 
 
 def test_huggingface_dir_gives_hf_layer_features(tmp_path):

@@ -101,17 +101,14 @@ def _as_mapping(value: Any, name: str, path: str | Path) -> dict:
 
 def model_settings(checkpoint: dict, path: str | Path) -> tuple[dict, dict]:
     """(model settings, task settings) from `cfg` (fairseq >= 0.10) or `args` (older)."""
-    cfg = checkpoint.get("cfg")
-    if cfg:
-        cfg = _as_mapping(cfg, "cfg", path)
-        model = _as_mapping(cfg.get("model"), "cfg['model']", path)
-        task = _as_mapping(cfg.get("task"), "cfg['task']", path)
-    elif checkpoint.get("args") is not None:
+    cfg = _as_mapping(checkpoint.get("cfg"), "cfg", path)
+    model = _as_mapping(cfg.get("model"), "cfg['model']", path)
+    task = _as_mapping(cfg.get("task"), "cfg['task']", path)
+    if not model and checkpoint.get("args") is not None:  # the layout before fairseq 0.10
         model = task = _as_mapping(checkpoint["args"], "args", path)
-    else:
-        raise CheckpointError(f"{path}: no 'cfg' or 'args' entry: not a fairseq checkpoint")
     if not model:
-        raise CheckpointError(f"{path}: cfg['model'] is missing or empty")
+        what = "cfg['model'] is missing or empty" if cfg else "no 'cfg' or 'args' entry"
+        raise CheckpointError(f"{path}: {what}: not a fairseq checkpoint")
     return model, dict(task)
 
 
