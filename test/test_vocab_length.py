@@ -107,6 +107,11 @@ def test_bad_options_are_clear_errors(corpus, tmp_path):
         limit_cli.main([*common, "--bpemodel", str(corpus / "bpe/bpe.model")])
     with pytest.raises(SystemExit, match="--bpemodel .*missing.model: not found"):
         limit_cli.main([*common, "--bpemodel", str(tmp_path / "missing.model"), "--max_length", "10"])
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/text").write_text((corpus / "dev.txt").read_text())
+    with pytest.raises(SystemExit, match="in/text: the output .*in/text would overwrite it"):
+        limit_cli.main(["--lm_text", str(tmp_path / "in/text"), "--output_dir", str(tmp_path / "in"),
+                        "--bpemodel", str(corpus / "bpe/bpe.model"), "--max_length", "1000"])
     (tmp_path / "short_shape").write_text("utt0000 3\n")
     with pytest.raises(SystemExit, match="short_shape: no shape for .* lines of the LM text"):
         limit_cli.main([*common, "--bpemodel", str(corpus / "bpe/bpe.model"), "--max_length", "5",

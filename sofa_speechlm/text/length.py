@@ -136,6 +136,10 @@ def limit_lm_text(
     """
     check_rule(rule)
     lm_text, output_dir = Path(lm_text), Path(output_dir)
+    for source, name in ((lm_text, "text"), (shape_file, "text_shape")):
+        target = output_dir / name
+        if source is not None and target.is_file() and not target.is_symlink() and target.samefile(source):
+            raise ValueError(f"{source}: the output {target} would overwrite it; choose another --output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     processor = spm.SentencePieceProcessor(model_file=str(bpe_model))
     report = LengthReport(max_tokens, rule)
