@@ -36,6 +36,8 @@ bpemode=unigram         # sentencepiece model type: unigram or bpe
 lm_configs="conf/lm/tiny_sofa_full.yaml conf/lm/tiny_vanilla_full.yaml"  # LM configs, one experiment each
 pretrained_lm=""        # pretrained text LM: local HuggingFace dir or offline model name (smollm2); config's choice when empty
 ngpu=0                  # GPUs for training (ESPnet's --ngpu)
+lm_long_lines=drop      # LM text lines over the LM's positions: drop, cut or error (ids in exp/lm_<name>/lm_text/<split>/long_lines)
+lm_max_length=0         # most BPE tokens per LM text line; 0: the LM's max_position_embeddings - 1 (<sos/eos>)
 # Stage 5: post-training quantization
 ptq_methods="rtn smoothquant omniquant affinequant"  # PTQ methods or presets of --ptq_config (e.g. smoothquant_clip1)
 ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16 W8A16 W6A6 (--ptq_config may add some per method)
@@ -234,7 +236,7 @@ if wants_stage 3; then
             continue
         fi
         log "Stage 3: task-formatted LM text of ${datadir}/${split} -> ${lm_text_dir}/${split}/{textlm,speechlm,asr,tts,all}.txt"
-        python -m sofa_speechlm.bin.make_lm_text --split_dir "${datadir}/${split}" --out_dir "${lm_text_dir}/${split}"
+        python -m sofa_speechlm.bin.make_lm_text --split_dir "${datadir}/${split}" --output_dir "${lm_text_dir}/${split}"
         finish_stage "3.lm_text.${split}" "inputs=${inputs}"
     done
     settings="nbpe=${nbpe} bpemode=${bpemode} train_text=$(md5sum < "${lm_text_dir}/train/all.txt" | cut -d' ' -f1)"
@@ -242,7 +244,7 @@ if wants_stage 3; then
         log "Stage 3: sentencepiece model and token list already in ${bpedir}"
     else
         log "Stage 3: sentencepiece (${bpemode}, ${nbpe}) over ${lm_text_dir}/train/all.txt -> ${bpedir}/{bpe.model,tokens.txt}"
-        python -m sofa_speechlm.bin.train_bpe --lm_text "${lm_text_dir}/train/all.txt" --model_dir "${bpedir}" \
+        python -m sofa_speechlm.bin.train_bpe --lm_text "${lm_text_dir}/train/all.txt" --output_dir "${bpedir}" \
             --nbpe "${nbpe}" --bpemode "${bpemode}"
         finish_stage 3 "${settings}"
     fi
@@ -258,9 +260,9 @@ if wants_stage 4; then
     for f in "${lm_text}/train/all.txt" "${lm_text}/dev/all.txt" "${lm_token_dir}/bpe.model" "${lm_token_dir}/tokens.txt"; do
         [ -f "${f}" ] || { log "ERROR: Stage 4 needs ${f} (run stage 3 first)"; exit 1; }
     done
-    lm_data_opts=(--token_list "${lm_token_dir}/tokens.txt" --bpemodel "${lm_token_dir}/bpe.model" --token_type bpe
-        --train_data_path_and_name_and_type "${lm_text}/train/all.txt,text,text"
-        --valid_data_path_and_name_and_type "${lm_text}/dev/all.txt,text,text" --seed "${seed}")
+    lm_token_opts=(--token_list "${lm_token_dir}/tokens.txt" --bpemodel "${lm_token_dir}/bpe.model" --token_type bpe --seed "${seed}")
+    lm_data_opts=("${lm_token_opts[@]}" --train_data_path_and_name_and_type "${lm_text}/train/all.txt,text,text"
+        --valid_data_path_and_name_and_type "${lm_text}/dev/all.txt,text,text")
     stats_settings="tokens=$(md5sum < "${lm_token_dir}/tokens.txt" | cut -d' ' -f1) text=$(cat "${lm_text}"/{train,dev}/all.txt | md5sum | cut -d' ' -f1)"
     if stage_finished 4.lm_stats "${stats_settings}"; then
         log "Stage 4: LM shape statistics already in ${lm_stats_dir}; skipping"
@@ -274,7 +276,7 @@ if wants_stage 4; then
         [ -f "${lm_config}" ] || { log "ERROR: --lm_configs: ${lm_config} not found"; exit 1; }
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
-        settings="config=${lm_config}:$(md5sum < "${lm_config}" | cut -d' ' -f1) pretrained_lm=${pretrained_lm} ngpu=${ngpu} seed=${seed} ${stats_settings}"
+        settings="config=${lm_config}:$(md5sum < "${lm_config}" | cut -d' ' -f1) pretrained_lm=${pretrained_lm} ngpu=${ngpu} seed=${seed} long_lines=${lm_long_lines}:${lm_max_length} ${stats_settings}"
         if stage_finished "4.lm_${lm_name}" "${settings}"; then
             log "Stage 4: LM ${lm_exp} already trained; skipping"
             continue
@@ -282,10 +284,19 @@ if wants_stage 4; then
         claim_exp_dir "${lm_exp}" "${settings}"
         lm_override=()
         [ -n "${pretrained_lm}" ] && lm_override=(--lm_conf "pretrained=${pretrained_lm}" --lm_conf "hf_config=null")
+        # Lines longer than this LM's positions are listed, then dropped or cut (--lm_long_lines), before ESPnet reads them.
+        for split_and_source in train:train valid:dev; do
+            split=${split_and_source%%:*}
+            python -m sofa_speechlm.bin.limit_lm_text --train_config "${lm_config}" --pretrained_lm "${pretrained_lm}" \
+                --max_length "${lm_max_length}" --long_lines "${lm_long_lines}" --lm_text "${lm_text}/${split_and_source#*:}/all.txt" \
+                --bpemodel "${lm_token_dir}/bpe.model" --shape_file "${lm_stats_dir}/${split}/text_shape" --output_dir "${lm_exp}/lm_text/${split}"
+        done
         log "Stage 4: training LM ${lm_config} into ${lm_exp} (log: ${lm_exp}/train.log)"
         ${train_cmd} "${lm_exp}/train.log" python -m sofa_speechlm.bin.lm_train --config "${lm_config}" \
-            "${lm_data_opts[@]}" "${lm_override[@]}" --ngpu "${ngpu}" --resume true --output_dir "${lm_exp}" \
-            --train_shape_file "${lm_stats_dir}/train/text_shape" --valid_shape_file "${lm_stats_dir}/valid/text_shape" \
+            "${lm_token_opts[@]}" "${lm_override[@]}" --ngpu "${ngpu}" --resume true --output_dir "${lm_exp}" \
+            --train_data_path_and_name_and_type "${lm_exp}/lm_text/train/text,text,text" \
+            --valid_data_path_and_name_and_type "${lm_exp}/lm_text/valid/text,text,text" \
+            --train_shape_file "${lm_exp}/lm_text/train/text_shape" --valid_shape_file "${lm_exp}/lm_text/valid/text_shape" \
             --fold_length 150
         [ -f "${lm_exp}/valid.loss.ave.pth" ] || { log "ERROR: ${lm_exp}/valid.loss.ave.pth is missing after training"; exit 1; }
         finetune=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"].get("finetune", "full"))' "${lm_exp}/config.yaml")

@@ -1,4 +1,4 @@
-"""run.sh stage 4: statistics, training, averaging, adapter merge, skipping finished experiments."""
+"""run.sh stage 4: statistics, long-line check, training, averaging, adapter merge, skipping finished experiments."""
 
 import os
 import subprocess
@@ -24,10 +24,13 @@ def test_stage4_trains_merges_and_skips_when_finished(tmp_path):
     for split, count in (("train", 200), ("dev", 20)):
         (text_dir / split).mkdir(parents=True)
         write_lm_text(text_dir / split / "all.txt", count, seed=len(split))
+        with open(text_dir / split / "all.txt", "a", encoding="utf-8") as stream:  # over the LM's 48 positions
+            stream.write(f"utt_long_{split} <generatetext> {' '.join(['the cat sat on the mat'] * 12)}\n")
     token_dir = tmp_path / "dump/token_list/bpe_unigram60"
     write_token_list(train_sentencepiece(text_dir / "train/all.txt", token_dir, nbpe=60), token_dir / "tokens.txt")
     config = yaml.safe_load((REPO / "conf/lm/tiny_sofa_full.yaml").read_text())
     config["lm_conf"].update(finetune="lora", lora_conf=dict(rank=4, alpha=8))
+    config["lm_conf"]["hf_config"]["max_position_embeddings"] = 48
     config.update(max_epoch=1, use_tensorboard=False, use_matplotlib=False)
     (tmp_path / "tiny_lora.yaml").write_text(yaml.safe_dump(config))
 
@@ -37,6 +40,9 @@ def test_stage4_trains_merges_and_skips_when_finished(tmp_path):
     for name in ("config.yaml", "valid.loss.ave.pth", "merged/config.yaml", "merged/model.pth"):
         assert (exp / name).is_file(), name
     assert yaml.safe_load((exp / "merged/config.yaml").read_text())["lm_conf"]["finetune"] == "full"
+    for split in ("train", "valid"):  # the long line was dropped before ESPnet, reported with its id
+        assert (exp / f"lm_text/{split}/long_lines").read_text().split()[0] == f"utt_long_{'dev' if split == 'valid' else 'train'}"
+    assert "utt_long_train (" in first.stderr
 
     again = run_stage4(tmp_path, "--lm_configs", str(tmp_path / "tiny_lora.yaml"))
     assert again.returncode == 0 and "already trained; skipping" in again.stderr

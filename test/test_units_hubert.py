@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import enum
 import json
 import re
@@ -56,8 +57,12 @@ class Dictionary:
         self.symbols, self.indices = ["<s>", "<pad>", "0", "1"], {"<s>": 0, "<pad>": 1, "0": 2, "1": 3}
 
 
-def write_fairseq_checkpoint(model, path, architecture="hubert", normalize=False):
-    """Saves `model` in fairseq's HuBERT checkpoint layout, pickling fake fairseq objects."""
+def write_fairseq_checkpoint(model, path, architecture="hubert", normalize=False, layout="cfg"):
+    """Saves `model` in fairseq's HuBERT checkpoint layout, pickling fake fairseq objects.
+
+    layout: "cfg" (dicts, fairseq >= 0.10), "namespace" (cfg['model'] and cfg['task'] argparse
+    Namespaces, as in checkpoints converted from the old layout) or "args" (one Namespace, no cfg).
+    """
     config = model.config
     stable = config.do_stable_layer_norm
     state = {fairseq_name(name, stable): tensor for name, tensor in model.state_dict().items()}
@@ -87,6 +92,14 @@ def write_fairseq_checkpoint(model, path, architecture="hubert", normalize=False
         "model": state,
         "task_state": {"dictionaries": [Dictionary()]},
     }
+    if layout in ("namespace", "args"):  # the pre-hydra layout names the architecture `arch`
+        cfg = checkpoint["cfg"]
+        model_cfg = {"arch": cfg["model"].pop("_name"), **cfg["model"]}
+        if layout == "namespace":
+            cfg["model"], cfg["task"] = argparse.Namespace(**model_cfg), argparse.Namespace(**cfg["task"])
+        else:
+            task_cfg = {"task": cfg["task"].pop("_name"), **cfg["task"]}
+            checkpoint["args"], checkpoint["cfg"] = argparse.Namespace(**task_cfg, **model_cfg), None
     # Pickle the stand-ins under fairseq's module names, then make those modules vanish again.
     fake_classes = {"fairseq.data.dictionary": Dictionary, "fairseq.dataclass.constants": Choices}
     fake_modules = ["fairseq", "fairseq.data", "fairseq.dataclass", *fake_classes]
@@ -123,6 +136,27 @@ def test_fairseq_checkpoint_gives_hf_layer_features(tmp_path, stable, layer):
     expected = reference_features(model, waveform, layer, normalize=stable)
     assert features.shape == (49, 32)  # 50 Hz: 1 + (16000 - 400) // 320 frames
     torch.testing.assert_close(torch.from_numpy(features), torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["namespace", "args"])
+def test_fairseq_checkpoint_with_namespace_settings_loads(tmp_path, layout):
+    model = tiny_hubert(stable_layer_norm=True)
+    path = tmp_path / "hubert.pt"
+    write_fairseq_checkpoint(model, path, normalize=True, layout=layout)
+    waveform = tone(0.5, 300)
+    features = HubertFeatureReader(path, layer=4).extract(waveform)
+    expected = reference_features(model, waveform, 4, normalize=True)
+    torch.testing.assert_close(torch.from_numpy(features), torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_fairseq_checkpoint_with_unreadable_settings_is_refused(tmp_path):
+    path = tmp_path / "hubert.pt"
+    torch.save({"model": {}, "cfg": {"model": [1, 2], "task": {}}}, path)
+    with pytest.raises(CheckpointError, match=r"hubert\.pt: cfg\['model'\] is a list, expected a mapping or an argparse Namespace"):
+        HubertFeatureReader(path)
+    torch.save({"model": {}, "cfg": None, "args": None}, path)
+    with pytest.raises(CheckpointError, match=r"hubert\.pt: no 'cfg' or 'args' entry: not a fairseq checkpoint"):
+        HubertFeatureReader(path)
 
 
 def test_huggingface_dir_gives_hf_layer_features(tmp_path):

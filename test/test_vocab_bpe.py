@@ -31,7 +31,7 @@ def trained(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     examples = corpus()
     write_table(root / "all.txt", {key: format_task(*example) for key, example in examples.items()})
-    train_bpe_cli.main(["--lm_text", str(root / "all.txt"), "--model_dir", str(root / "bpe"), "--nbpe", "150", "--bpemode", request.param])
+    train_bpe_cli.main(["--lm_text", str(root / "all.txt"), "--output_dir", str(root / "bpe"), "--nbpe", "150", "--bpemode", request.param])
     return root / "bpe", examples
 
 
@@ -79,4 +79,50 @@ def test_generated_continuation_decodes_to_units_and_text(trained):
 def test_vocabulary_too_large_is_a_clear_error(tmp_path):
     write_table(tmp_path / "all.txt", {"a": "<generatetext> HELLO", "b": "<generatetext> WORLD"})
     with pytest.raises(SystemExit, match="train_bpe: error: sentencepiece training on .*all.txt with --nbpe 5000"):
-        train_bpe_cli.main(["--lm_text", str(tmp_path / "all.txt"), "--model_dir", str(tmp_path / "bpe"), "--nbpe", "5000"])
+        train_bpe_cli.main(["--lm_text", str(tmp_path / "all.txt"), "--output_dir", str(tmp_path / "bpe"), "--nbpe", "5000"])
+
+
+def test_training_streams_its_input(tmp_path):
+    """Python-side memory stays far below the corpus size: lines are never collected in a list."""
+    import tracemalloc
+
+    from sofa_speechlm.text.bpe import train_sentencepiece
+
+    rng = random.Random(0)
+    pool = [format_task("speechlm", units=[rng.randrange(K) for _ in range(rng.randint(60, 120))]) for _ in range(500)]
+    with open(tmp_path / "all.txt", "w", encoding="utf-8") as stream:
+        stream.writelines(f"speechlm_{index:06d} {pool[index % len(pool)]}\n" for index in range(40_000))
+    size = (tmp_path / "all.txt").stat().st_size
+    tracemalloc.start()
+    try:
+        train_sentencepiece(tmp_path / "all.txt", tmp_path / "bpe", 100, input_sentence_size=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 10_000_000
+    assert peak < size / 20, f"peak Python memory {peak} bytes for a {size}-byte corpus"
+
+
+def test_a_generator_trains_the_same_model_as_the_file(tmp_path):
+    from sofa_speechlm.text.bpe import train_sentencepiece
+
+    examples = corpus()
+    write_table(tmp_path / "all.txt", {key: format_task(*example) for key, example in examples.items()})
+    lines = (format_task(*examples[key]) for key in sorted(examples))
+    models = [train_sentencepiece(source, tmp_path / name, 150) for source, name in ((tmp_path / "all.txt", "file"), (lines, "lines"))]
+
+    def pieces(model):
+        processor = spm.SentencePieceProcessor(model_file=str(model))
+        return [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
+
+    assert pieces(models[0]) == pieces(models[1])
+
+
+def test_a_bad_line_late_in_the_corpus_is_an_error_and_leaves_no_model(tmp_path):
+    lines = {f"u{index:03d}": f"<generatetext> {' '.join(random.Random(index).choices(WORDS, k=6))}" for index in range(200)}
+    write_table(tmp_path / "all.txt", lines)
+    with open(tmp_path / "all.txt", "a", encoding="utf-8") as stream:
+        stream.write("u999\n")
+    with pytest.raises(SystemExit, match=r"train_bpe: error: .*all.txt:201: utterance u999 has no value"):
+        train_bpe_cli.main(["--lm_text", str(tmp_path / "all.txt"), "--output_dir", str(tmp_path / "bpe"), "--nbpe", "40"])
+    assert not (tmp_path / "bpe" / "bpe.model").exists()

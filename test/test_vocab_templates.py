@@ -51,7 +51,7 @@ def test_template_errors_name_the_problem():
 
 def test_lm_text_follows_each_template(tmp_path):
     units = make_split(tmp_path / "data" / "train")
-    make_lm_text_cli.main(["--split_dir", str(tmp_path / "data" / "train"), "--out_dir", str(tmp_path / "lm")])
+    make_lm_text_cli.main(["--split_dir", str(tmp_path / "data" / "train"), "--output_dir", str(tmp_path / "lm")])
     lm = {task: read_table(tmp_path / "lm" / f"{task}.txt") for task in ("textlm", "speechlm", "asr", "tts")}
     texts = read_table(tmp_path / "data" / "train" / "asr" / "text")
     assert lm["textlm"] == {f"text{i}": f"<generatetext> SOME TEXT LINE {i}" for i in range(5)}
@@ -71,7 +71,7 @@ def test_utterances_without_units_are_left_out(tmp_path, caplog):
     units = make_split(split)
     dropped = sorted(units)[0]
     write_units(split / "asr", {utt_id: ids for utt_id, ids in units.items() if utt_id != dropped})
-    make_lm_text_cli.main(["--split_dir", str(split), "--out_dir", str(tmp_path / "lm"), "--tasks", "asr"])
+    make_lm_text_cli.main(["--split_dir", str(split), "--output_dir", str(tmp_path / "lm"), "--tasks", "asr"])
     assert sorted(read_table(tmp_path / "lm" / "asr.txt")) == sorted(units)[1:]
     assert "1 utterances have no units" in caplog.text
 
@@ -79,7 +79,7 @@ def test_utterances_without_units_are_left_out(tmp_path, caplog):
 def test_data_dir_without_units_is_a_clear_error(tmp_path):
     make_split(tmp_path / "train", with_units=False)
     with pytest.raises(SystemExit, match=r"make_lm_text: error: .*train/speechlm: no units file; run stage 2"):
-        make_lm_text_cli.main(["--split_dir", str(tmp_path / "train"), "--out_dir", str(tmp_path / "lm")])
+        make_lm_text_cli.main(["--split_dir", str(tmp_path / "train"), "--output_dir", str(tmp_path / "lm")])
     make_split(tmp_path / "again")
     text = read_table(tmp_path / "again" / "asr" / "text")
     write_table(tmp_path / "again" / "asr" / "text", dict(list(text.items())[1:]))

@@ -93,3 +93,42 @@ def test_f0_conditioned_published_config_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "f0": True, "f0_quantizer_path": "f0_vq.pt"}))
     with pytest.raises(VocoderConfigError, match=r"config.json: vocoders conditioned on \['f0'\] are not supported"):
         load_generator(path)
+
+
+DUR_PARAMS = dict(encoder_embed_dim=8, var_pred_hidden_dim=8, var_pred_kernel_size=3, var_pred_dropout=0.5)
+
+
+@pytest.mark.parametrize("weight", ["absent", 0.0])
+def test_speech_resynthesis_config_without_duration_weight_loads_without_predictor(tmp_path, weight):
+    """speech-resynthesis builds its duration predictor only with a non-zero dur_prediction_weight."""
+    generator = CodeHiFiGANGenerator(tiny_config())
+    path = write_published_checkpoint(generator, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["dur_predictor_params"] = DUR_PARAMS
+    if weight != "absent":
+        config["dur_prediction_weight"] = weight
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = load_generator(path)
+    assert loaded.dur_predictor is None and loaded.config.dur_predictor_params == DUR_PARAMS
+    units = torch.randint(0, 20, (1, 6))
+    assert torch.equal(output(loaded, units), output(generator, units))
+    with pytest.raises(ValueError, match="no duration predictor"):
+        loaded.predict_durations(units[0])
+    save_published(loaded, tmp_path / "again" / "generator.pth")  # its config.json now says weight 0
+    assert load_generator(tmp_path / "again" / "generator.pth").dur_predictor is None
+
+
+def test_duration_weight_without_predictor_weights_is_a_mismatch(tmp_path):
+    path = write_published_checkpoint(CodeHiFiGANGenerator(tiny_config()), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(dur_predictor_params=DUR_PARAMS, dur_prediction_weight=1.0)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VocoderConfigError, match=r"missing keys \['dur_predictor\."):
+        load_generator(path)
+
+
+def test_zero_duration_weight_builds_no_predictor_and_negative_is_refused():
+    assert CodeHiFiGANGenerator(tiny_config(dur_predictor_params=DUR_PARAMS, dur_prediction_weight=0)).dur_predictor is None
+    assert CodeHiFiGANGenerator(tiny_config(dur_predictor_params=DUR_PARAMS)).dur_predictor is not None
+    with pytest.raises(VocoderConfigError, match="dur_prediction_weight: expected a number >= 0"):
+        tiny_config(dur_predictor_params=DUR_PARAMS, dur_prediction_weight=-1)

@@ -1,6 +1,6 @@
 """Writes the task-formatted LM text of one split (textlm, speechlm, asr, tts templates).
 
-Reads `<split_dir>/<task>` data dirs (text and/or units) and writes `<out_dir>/<task>.txt`
+Reads `<split_dir>/<task>` data dirs (text and/or units) and writes `<output_dir>/<task>.txt`
 and `<out_dir>/all.txt`; units are written as single characters (U+4E00 + id).
 """
 
@@ -17,17 +17,18 @@ from sofa_speechlm.bin import setup_logging
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--split_dir", required=True, help="e.g. data/train, holding one data dir per task")
-    parser.add_argument("--out_dir", required=True, help="e.g. dump/lm_text/train")
+    parser.add_argument("--output_dir", required=True, help="e.g. dump/lm_text/train")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks to write")
     parser.add_argument("--units_file", default="units", help="units file of the speech data dirs (units or units_dedup)")
+    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"), help="logging level")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    setup_logging()
     args = get_parser().parse_args(argv)
+    setup_logging(args.log_level)
     try:
-        write_lm_text(args.split_dir, args.out_dir, args.tasks, args.units_file)
+        write_lm_text(args.split_dir, args.output_dir, args.tasks, args.units_file)
     except (DataDirError, ValueError) as error:
         raise SystemExit(f"make_lm_text: error: {error}") from None
 

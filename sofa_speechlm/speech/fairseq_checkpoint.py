@@ -8,6 +8,7 @@ weights are renamed onto transformers' `HubertModel`, whose layers compute the s
 
 from __future__ import annotations
 
+import argparse
 import ast
 import pickle
 import re
@@ -86,18 +87,29 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
         raise CheckpointError(f"conv_feature_layers '{spec}' is not a list of (dim, kernel, stride): {error}") from None
 
 
+def _as_mapping(value: Any, name: str, path: str | Path) -> dict:
+    """A settings section as a dict: fairseq stores dicts, but also argparse Namespaces
+    (checkpoints converted from the pre-hydra `args` layout), and fairseq's loader takes both."""
+    if value is None:
+        return {}
+    if isinstance(value, argparse.Namespace):
+        return vars(value)
+    if isinstance(value, dict):
+        return value
+    raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, expected a mapping or an argparse Namespace")
+
+
 def model_settings(checkpoint: dict, path: str | Path) -> tuple[dict, dict]:
     """(model settings, task settings) from `cfg` (fairseq >= 0.10) or `args` (older)."""
-    cfg = checkpoint.get("cfg")
-    if cfg:
-        model, task = cfg.get("model"), cfg.get("task")
-    elif checkpoint.get("args") is not None:
-        model = task = vars(checkpoint["args"])
-    else:
-        raise CheckpointError(f"{path}: no 'cfg' or 'args' entry: not a fairseq checkpoint")
-    if not isinstance(model, dict):
-        raise CheckpointError(f"{path}: cfg['model'] is missing or not a mapping")
-    return model, dict(task or {})
+    cfg = _as_mapping(checkpoint.get("cfg"), "cfg", path)
+    model = _as_mapping(cfg.get("model"), "cfg['model']", path)
+    task = _as_mapping(cfg.get("task"), "cfg['task']", path)
+    if not model and checkpoint.get("args") is not None:  # the layout before fairseq 0.10
+        model = task = _as_mapping(checkpoint["args"], "args", path)
+    if not model:
+        what = "cfg['model'] is missing or empty" if cfg else "no 'cfg' or 'args' entry"
+        raise CheckpointError(f"{path}: {what}: not a fairseq checkpoint")
+    return model, dict(task)
 
 
 def hubert_config_from_fairseq(model: dict, task: dict, path: str | Path):

@@ -1,6 +1,6 @@
 """Stage 3's LM text: every utterance of a task's data dir written with the task's template.
 
-`<out_dir>/<task>.txt` holds `uttid <template text>`; `<out_dir>/all.txt` holds every task
+`<output_dir>/<task>.txt` holds `uttid <template text>`; `<output_dir>/all.txt` holds every task
 together with keys `<task>_<uttid>` (the same utterance serves several tasks).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 from sofa_speechlm.data import DataDir, DataDirError, write_table
 from sofa_speechlm.speech.units import UNITS_FILE, read_units
@@ -38,13 +39,35 @@ def task_lines(data_dir: str | Path, task: str, units_file: str = UNITS_FILE) ->
     return lines
 
 
-def write_lm_text(split_dir: str | Path, out_dir: str | Path, tasks: list[str], units_file: str = UNITS_FILE) -> None:
+def write_lm_text(split_dir: str | Path, output_dir: str | Path, tasks: list[str], units_file: str = UNITS_FILE) -> None:
     """Writes `<task>.txt` for each task whose data dir `split_dir/<task>` exists, and all.txt."""
-    out_dir = Path(out_dir)
+    output_dir = Path(output_dir)
     combined = {}
     for task in tasks:
         lines = task_lines(Path(split_dir) / task, task, units_file)
-        write_table(out_dir / f"{task}.txt", lines)
+        write_table(output_dir / f"{task}.txt", lines)
         combined.update({f"{task}_{utt_id}": line for utt_id, line in lines.items()})
-        logging.info("%s: %d %s lines", out_dir / f"{task}.txt", len(lines), task)
-    write_table(out_dir / "all.txt", combined)
+        logging.info("%s: %d %s lines", output_dir / f"{task}.txt", len(lines), task)
+    write_table(output_dir / "all.txt", combined)
+
+
+def iter_lm_text(path: str | Path) -> Iterator[tuple[str, str]]:
+    """(uttid, text) of each `uttid text` line, read one line at a time (corpora larger than memory).
+
+    The same rules as `read_table` except for duplicate ids (checking them would keep every id).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"{path}: file not found")
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataDirError(f"{path}:{number}: not valid UTF-8 ({error.reason} at byte {error.start})") from None
+            parts = line.strip().split(maxsplit=1)
+            if not parts:
+                raise DataDirError(f"{path}:{number}: empty line")
+            if len(parts) < 2:
+                raise DataDirError(f"{path}:{number}: utterance {parts[0]} has no value")
+            yield parts[0], parts[1]

@@ -8,7 +8,9 @@ module maps between the two so released vocoders load here and ours load there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -92,7 +94,9 @@ def load_generator(path: str | Path, config: str | Path | VocoderConfig | None =
     """A generator from a published-layout checkpoint (or one of our training checkpoints).
 
     The config is, in order: the `config` argument, the config stored in the checkpoint (ours),
-    or `config.json` beside the checkpoint (released vocoders).
+    or `config.json` beside the checkpoint (released vocoders). A config that leaves
+    dur_prediction_weight unset gets a duration predictor when the checkpoint has one (fairseq)
+    and none otherwise (speech-resynthesis).
     """
     path = Path(path)
     checkpoint = read_checkpoint(path)
@@ -104,8 +108,15 @@ def load_generator(path: str | Path, config: str | Path | VocoderConfig | None =
     if not isinstance(config, VocoderConfig):
         config = VocoderConfig.from_file(config, strict=False)
     generator = CodeHiFiGANGenerator(config)
+    state = from_published_keys(checkpoint["generator"], generator.state_dict())
+    if generator.dur_predictor is not None and config.dur_prediction_weight is None and not any(
+        key.startswith("dur_predictor.") for key in state
+    ):
+        # speech-resynthesis: dur_predictor_params without dur_prediction_weight builds no predictor
+        logging.info("%s: no duration predictor in the checkpoint: its config's dur_predictor_params are unused", path)
+        config = dataclasses.replace(config, dur_prediction_weight=0.0)
+        generator = CodeHiFiGANGenerator(config)
     expected = generator.state_dict()
-    state = from_published_keys(checkpoint["generator"], expected)
     check_state_matches(state, expected, str(path))
     generator.load_state_dict(state)
     return generator.eval()

@@ -50,7 +50,10 @@ class VocoderConfig:
     fmin: float = 0.0
     fmax_for_loss: float | None = None
     discriminator_scale: float = 1.0  # channel width of MPD/MSD relative to HiFi-GAN's
-    dur_prediction_weight: float = 1.0
+    # Duration loss weight; unset: 1.0. speech-resynthesis builds its duration predictor only when
+    # this is set and non-zero, fairseq whenever dur_predictor_params is: 0 builds none, and when
+    # unset a published checkpoint decides (checkpoint.load_generator).
+    dur_prediction_weight: float | None = None
     max_steps: int = 500000
     log_interval: int = 100
     summary_interval: int = 5000
@@ -64,6 +67,14 @@ class VocoderConfig:
         if self.model_in_dim is None:
             self.model_in_dim = self.embedding_dim * (2 if self.multispkr else 1)
         self.validate()
+
+    @property
+    def has_duration_predictor(self) -> bool:
+        return bool(self.dur_predictor_params) and self.dur_prediction_weight != 0
+
+    @property
+    def duration_loss_weight(self) -> float:
+        return 1.0 if self.dur_prediction_weight is None else float(self.dur_prediction_weight)
 
     @property
     def hop_length(self) -> int:
@@ -106,6 +117,8 @@ class VocoderConfig:
             missing = needed - set(self.dur_predictor_params)
             if missing:
                 raise VocoderConfigError(f"dur_predictor_params: missing {sorted(missing)}")
+        if self.dur_prediction_weight is not None and not self.dur_prediction_weight >= 0:
+            raise VocoderConfigError(f"dur_prediction_weight: expected a number >= 0 (0: no duration predictor), got {self.dur_prediction_weight}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], strict: bool = True, source: str = "config") -> VocoderConfig:
@@ -136,10 +149,14 @@ class VocoderConfig:
         return dataclasses.asdict(self)
 
     def generator_dict(self) -> dict[str, Any]:
-        """The keys that fix the generator's architecture (compared against checkpoints)."""
+        """The keys that fix the generator's architecture (compared against checkpoints);
+        dur_predictor_params is None where no duration predictor is built."""
         keys = (
             "resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
             "resblock_kernel_sizes", "resblock_dilation_sizes", "num_embeddings", "embedding_dim",
             "model_in_dim", "multispkr", "num_speakers", "dur_predictor_params", "code_hop_size", "sampling_rate",
         )
-        return {key: getattr(self, key) for key in keys}
+        values = {key: getattr(self, key) for key in keys}
+        if not self.has_duration_predictor:
+            values["dur_predictor_params"] = None
+        return values

@@ -141,7 +141,7 @@ class CodeHiFiGANGenerator(HiFiGANUpsampler):
         self.config = config
         self.dict = nn.Embedding(config.num_embeddings, config.embedding_dim)
         self.spkr = nn.Embedding(config.num_speakers, config.embedding_dim) if config.multispkr else None
-        self.dur_predictor = DurationPredictor(**config.dur_predictor_params) if config.dur_predictor_params else None
+        self.dur_predictor = DurationPredictor(**config.dur_predictor_params) if config.has_duration_predictor else None
 
         self.build_upsampler(config, config.model_in_dim)
 
@@ -161,7 +161,7 @@ class CodeHiFiGANGenerator(HiFiGANUpsampler):
     def duration_loss(self, units: torch.Tensor) -> torch.Tensor:
         """MSE of the predicted log(1 + duration) of each run of equal units in `units` [batch, frames]."""
         if self.dur_predictor is None:
-            raise ValueError("this vocoder has no duration predictor (dur_predictor_params is empty)")
+            raise ValueError("this vocoder has no duration predictor (no dur_predictor_params, or dur_prediction_weight 0)")
         losses = []
         for row in units:
             runs, durations = torch.unique_consecutive(row, return_counts=True)

@@ -129,7 +129,7 @@ class VocoderTrainer:
         losses = {}
         if self.generator.dur_predictor is not None:
             duration = self.generator.duration_loss(units)
-            loss_g = loss_g + self.config.dur_prediction_weight * duration
+            loss_g = loss_g + self.config.duration_loss_weight * duration
             losses["duration"] = duration.item()
         loss_g.backward()
         self.optim_g.step()
