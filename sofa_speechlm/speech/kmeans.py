@@ -35,18 +35,19 @@ def sample_features(feats_scps: list[str | Path], max_frames: int, seed: int) ->
     """
     if max_frames < 1:
         raise ValueError(f"--max_frames {max_frames}: expected at least 1")
-    entries: dict = {}
+    entries: dict = {}  # utt_id -> the lazy reader of its scp (reading one matrix at a time)
     for scp in feats_scps:
         if not Path(scp).is_file():
             raise FileNotFoundError(f"{scp}: feature scp not found (run dump_features first)")
-        entries.update(kaldiio.load_scp(str(scp)))
+        reader = kaldiio.load_scp(str(scp))
+        entries.update(dict.fromkeys(reader.keys(), reader))
     if not entries:
         raise ValueError(f"no features in {', '.join(map(str, feats_scps))}")
     rng = np.random.default_rng(seed)
     reservoir: np.ndarray | None = None
     seen = 0
     for key in sorted(entries):
-        frames = np.asarray(entries[key])
+        frames = np.asarray(entries[key][key])
         if reservoir is None:
             reservoir = np.empty((max_frames, frames.shape[1]), dtype=np.float32)
         elif frames.shape[1] != reservoir.shape[1]:
