@@ -19,7 +19,7 @@ import kaldiio
 import numpy as np
 from tqdm import tqdm
 
-from sofa_speechlm.data import AudioError, DataDir, DataDirError, iter_utterances, write_table
+from sofa_speechlm.data import AudioError, DataDir, DataDirError, iter_utterances
 from sofa_speechlm.speech.hubert import FeatureError
 from sofa_speechlm.speech.units import DEDUP_FILE, DURATION_FILE, UNITS_FILE, deduplicate
 
@@ -136,17 +136,28 @@ def dump_features(
 
 def dump_units(data_dir: str | Path, out_dir: str | Path, reader, quantize: Callable[[np.ndarray], np.ndarray], job: int = 1, nj: int = 1) -> dict[str, str]:
     """Writes this job's `units.<job>`, `units_dedup.<job>`, `units_dur.<job>` tables, labelling
-    each utterance's features as they are computed; returns {utt_id: reason} of those left out."""
+    each utterance's features as they are computed; returns {utt_id: reason} of those left out.
+
+    Lines are written as they come (in the data dir's sorted order), so a job holds one
+    utterance's features and units at a time whatever the size of its share.
+    """
     data = DataDir(data_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bad: dict[str, str] = {}
-    units, dedup, durations = {}, {}, {}
-    for utt_id, features in iter_features(data, reader, job_share(data.utt_ids, job, nj), bad):
-        ids = quantize(features).tolist()
-        runs = deduplicate(ids)
-        units[utt_id], dedup[utt_id], durations[utt_id] = (" ".join(map(str, values)) for values in (ids, *runs))
-    for name, table in ((UNITS_FILE, units), (DEDUP_FILE, dedup), (DURATION_FILE, durations)):
-        write_table(out_dir / f"{name}.{job}", table)
-    write_bad_utts(out_dir, job, bad, data, len(units), "units")
+    paths = [out_dir / f"{name}.{job}" for name in (UNITS_FILE, DEDUP_FILE, DURATION_FILE)]
+    streams = [open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8") for path in paths]
+    labelled = 0
+    try:
+        for utt_id, features in iter_features(data, reader, job_share(data.utt_ids, job, nj), bad):
+            ids = quantize(features).tolist()
+            for stream, values in zip(streams, (ids, *deduplicate(ids))):
+                stream.write(f"{utt_id} {' '.join(map(str, values))}\n")
+            labelled += 1
+    finally:
+        for stream in streams:
+            stream.close()
+    for path in paths:
+        path.with_name(path.name + ".tmp").replace(path)
+    write_bad_utts(out_dir, job, bad, data, labelled, "units")
     return bad
