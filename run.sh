@@ -160,8 +160,8 @@ if wants_stage 2; then
             ${train_cmd} "${kmeans_dir}/log/learn_kmeans.log" \
                 python -m sofa_speechlm.bin.learn_kmeans --feats_scp "${sample_scps[@]}" --output_file "${kmeans_model}" \
                     --nclusters "${nclusters}" --max_frames "${kmeans_max_frames}" --seed "${seed}"
-            log "Stage 2a: removing the k-means sample's features ($(du -sh "${sample_dir}" | cut -f1)) from ${sample_dir}"
-            rm -rf "${sample_dir}"
+            log "Stage 2a: removing the k-means sample's features ($(cat "${sample_dir}"/*/feats.*.ark | wc -c) bytes) from ${sample_dir} (its logs and bad_utts stay)"
+            rm -f "${sample_dir}"/*/feats.*
             finish_stage 2a.kmeans "${kmeans_settings}"
         fi
     fi

@@ -8,6 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import soundfile
+
 from sofa_speechlm.data import read_table, write_table
 from sofa_speechlm.vocoder import CodeHiFiGANGenerator, save_published
 from sofa_speechlm.vocoder.codebook import file_md5
@@ -18,10 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SPLITS, TASKS = ("train", "dev", "test"), ("speechlm", "asr", "tts")
 
 
-def write_corpus(corpus: Path, datadir: Path, splits=SPLITS, count: int = 3, seconds: float = 0.5) -> None:
-    """Per split, `count` wavs under `corpus` shared by the speechlm/asr/tts data dirs under `datadir`."""
+def write_corpus(corpus: Path, datadir: Path, splits=SPLITS, count: int = 3, seconds: float = 0.5, silent: str = "") -> None:
+    """Per split, `count` wavs under `corpus` shared by the speechlm/asr/tts data dirs under `datadir`;
+    the first wav of split `silent` is all zeros."""
     for split in splits:
-        make_speech_dir(corpus / split, count=count, seconds=seconds)
+        wavs = make_speech_dir(corpus / split, count=count, seconds=seconds)
+        if split == silent:
+            soundfile.write(wavs[min(wavs)], np.zeros(8000, dtype=np.float32), 16000)
         for task in TASKS:
             target = datadir / split / task
             shutil.rmtree(target, ignore_errors=True)
@@ -45,20 +51,22 @@ def units_files(tmp_path):
 
 def test_another_corpus_redoes_what_depends_on_it_and_nothing_else(tmp_path):
     save_published(CodeHiFiGANGenerator(tiny_config(num_embeddings=8)), tmp_path / "vocoder" / "generator.pth")
-    write_corpus(tmp_path / "corpus_a", tmp_path / "data")
+    write_corpus(tmp_path / "corpus_a", tmp_path / "data", silent="test")
     log = run_stage2(tmp_path)
     assert "k-means (K=8" in log and log.count("copying its units") == 6  # asr and tts share speechlm's audio
+    for task in TASKS:  # the silent utterance is listed and removed from the data dirs of its audio
+        assert (tmp_path / "dump" / "units" / "test" / task / "bad_utts.txt").read_text() == "spk0-utt000 all 8000 samples are zero\n"
+        assert "spk0-utt000" not in read_table(tmp_path / "data" / "test" / task / "wav.scp")
     first = units_files(tmp_path)
     kmeans = tmp_path / "exp" / "kmeans" / "mfcc_km8" / "km.npy"
     assert json.loads((tmp_path / "exp" / "vocoder" / "kmeans.json").read_text())["md5"] == file_md5(kmeans)
-    assert not (tmp_path / "dump" / "kmeans_sample").exists() or not any((tmp_path / "dump" / "kmeans_sample").rglob("*.ark"))
     assert not list((tmp_path / "dump").rglob("*.ark"))  # no features of the corpus are kept
 
     # another corpus's dev split (new wav paths): only dev's units are redone
     write_corpus(tmp_path / "corpus_b", tmp_path / "data", splits=("dev",), count=4, seconds=0.4)
     log = run_stage2(tmp_path)
     assert "already trained on this train audio" in log and "vocoder" in log and "already done" in log
-    assert "units with" in log and "of dev/speechlm" in log and "train/speechlm" not in log.split("units with")[1].split("\n")[0]
+    assert "km.npy of dev/speechlm (1 jobs" in log and log.count("copying its units") == 2  # dev only
     second = units_files(tmp_path)
     for split in ("train", "test"):
         assert all(second[split, task] == first[split, task] for task in TASKS)
@@ -68,7 +76,7 @@ def test_another_corpus_redoes_what_depends_on_it_and_nothing_else(tmp_path):
     write_corpus(tmp_path / "corpus_c", tmp_path / "data", splits=("train",), count=4, seconds=0.7)
     log = run_stage2(tmp_path)
     assert "k-means (K=8" in log and "checking and importing the vocoder" in log
-    assert "of train/speechlm dev/speechlm test/speechlm" in log
+    assert "km.npy of train/speechlm dev/speechlm test/speechlm (1 jobs" in log
     assert json.loads((tmp_path / "exp" / "vocoder" / "kmeans.json").read_text())["md5"] == file_md5(kmeans)
 
     # nothing changed: everything is skipped
