@@ -141,7 +141,9 @@ if wants_stage 2; then
             [ -n "${seen_audio[${audio}]:-}" ] || kmeans_data+=("${task}")
             seen_audio[${audio}]=1
         done
-        kmeans_settings="${feature_settings} nclusters=${nclusters} kmeans_percent=${kmeans_percent} kmeans_max_frames=${kmeans_max_frames} seed=${seed} audio=$(for task in "${kmeans_data[@]}"; do echo "${audio_of[train/${task}]}"; done | checksum)"
+        # (the train audio once more at the end of 2a: removing unusable utterances keeps k-means valid)
+        kmeans_settings_of() { echo "${feature_settings} nclusters=${nclusters} kmeans_percent=${kmeans_percent} kmeans_max_frames=${kmeans_max_frames} seed=${seed} audio=$(for task in "${kmeans_data[@]}"; do audio_checksum "${datadir}/train/${task}"; done | checksum)"; }
+        kmeans_settings=$(kmeans_settings_of)
         if stage_finished 2a.kmeans "${kmeans_settings}" && [ -f "${kmeans_model}" ]; then
             log "Stage 2a: k-means model ${kmeans_model} already trained on this train audio"
         else
@@ -155,6 +157,8 @@ if wants_stage 2; then
                         "${feature_opts[@]}" --percent "${kmeans_percent}" --seed "${seed}" \
                         --max_frames $(( kmeans_max_frames / ${#kmeans_data[@]} )) --job JOB --nj "${nj}"
                 sample_scps+=("${sample_dir}/${task}"/feats.*.scp)
+                num_bad=$(cat "${sample_dir}/${task}"/bad_utts.*.txt | wc -l)
+                [ "${num_bad}" -eq 0 ] || log "Stage 2a: ${num_bad} utterances of the sample left out (unusable audio), listed in ${sample_dir}/${task}/bad_utts.*.txt"
             done
             log "Stage 2a: k-means (K=${nclusters}, at most ${kmeans_max_frames} frames) -> ${kmeans_model} (log: ${kmeans_dir}/log/learn_kmeans.log)"
             ${train_cmd} "${kmeans_dir}/log/learn_kmeans.log" \
@@ -218,6 +222,7 @@ if wants_stage 2; then
         fi
         finish_stage "2a.units.${item/\//.}" "${units_settings} audio=$(audio_checksum "${data}")"
     done
+    [ -n "${kmeans_file}" ] || finish_stage 2a.kmeans "$(kmeans_settings_of)"
     log "Stage 2a: units (50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units (+ units_dedup, units_dur)"
 
     # Stage 2b: unit vocoder (trained on the train split's wavs and units unless --vocoder_file)

@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SPLITS, TASKS = ("train", "dev", "test"), ("speechlm", "asr", "tts")
 
 
-def write_corpus(corpus: Path, datadir: Path, splits=SPLITS, count: int = 3, seconds: float = 0.5, silent: str = "") -> None:
+def write_corpus(corpus: Path, datadir: Path, splits=SPLITS, count: int = 3, seconds: float = 0.5, silent=()) -> None:
     """Per split, `count` wavs under `corpus` shared by the speechlm/asr/tts data dirs under `datadir`;
-    the first wav of split `silent` is all zeros."""
+    the first wav of the `silent` splits is all zeros."""
     for split in splits:
         wavs = make_speech_dir(corpus / split, count=count, seconds=seconds)
-        if split == silent:
+        if split in silent:
             soundfile.write(wavs[min(wavs)], np.zeros(8000, dtype=np.float32), 16000)
         for task in TASKS:
             target = datadir / split / task
@@ -51,12 +51,14 @@ def units_files(tmp_path):
 
 def test_another_corpus_redoes_what_depends_on_it_and_nothing_else(tmp_path):
     save_published(CodeHiFiGANGenerator(tiny_config(num_embeddings=8)), tmp_path / "vocoder" / "generator.pth")
-    write_corpus(tmp_path / "corpus_a", tmp_path / "data", silent="test")
+    write_corpus(tmp_path / "corpus_a", tmp_path / "data", count=4, silent=("train", "test"))
     log = run_stage2(tmp_path)
     assert "k-means (K=8" in log and log.count("copying its units") == 6  # asr and tts share speechlm's audio
-    for task in TASKS:  # the silent utterance is listed and removed from the data dirs of its audio
-        assert (tmp_path / "dump" / "units" / "test" / task / "bad_utts.txt").read_text() == "spk0-utt000 all 8000 samples are zero\n"
-        assert "spk0-utt000" not in read_table(tmp_path / "data" / "test" / task / "wav.scp")
+    for split in ("train", "test"):  # the silent utterance is listed and removed from the data dirs of its audio
+        for task in TASKS:
+            assert (tmp_path / "dump" / "units" / split / task / "bad_utts.txt").read_text() == "spk0-utt000 all 8000 samples are zero\n"
+            assert "spk0-utt000" not in read_table(tmp_path / "data" / split / task / "wav.scp")
+    assert (tmp_path / "dump" / "kmeans_sample" / "mfcc" / "speechlm" / "bad_utts.1.txt").read_text() == "spk0-utt000 all 8000 samples are zero\n"
     first = units_files(tmp_path)
     kmeans = tmp_path / "exp" / "kmeans" / "mfcc_km8" / "km.npy"
     assert json.loads((tmp_path / "exp" / "vocoder" / "kmeans.json").read_text())["md5"] == file_md5(kmeans)
