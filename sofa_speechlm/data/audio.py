@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -35,7 +36,20 @@ def _read_source(entry: str) -> tuple[np.ndarray, int]:
         waveform, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as error:
         raise AudioError(f"{entry}: unreadable audio ({error})") from None
+    if waveform.shape[1] > 1:
+        note_mixdown(entry, waveform.shape[1])
     return waveform.mean(axis=1), rate
+
+
+_mixed_down = {"sources": 0}  # multichannel sources read by this process
+
+
+def note_mixdown(entry: str, channels: int) -> None:
+    """Logs that multichannel audio is averaged to mono: the first source, then every 1000th."""
+    _mixed_down["sources"] += 1
+    if _mixed_down["sources"] % 1000 == 1:
+        logging.warning("%s: %d channels mixed down to mono (their mean); %d multichannel source(s) so far",
+                        entry, channels, _mixed_down["sources"])
 
 
 def audio_info(entry: str) -> tuple[int, int]:

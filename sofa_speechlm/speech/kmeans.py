@@ -8,12 +8,10 @@ MiniBatchKMeans) load too, through their `cluster_centers_`.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import kaldiio
 import numpy as np
-import torch
 
 # fairseq examples/hubert/simple_kmeans/learn_kmeans.py defaults
 FAIRSEQ_KMEANS_SETTINGS = dict(
@@ -27,23 +25,45 @@ FAIRSEQ_KMEANS_SETTINGS = dict(
 )
 
 
-def sample_features(feats_scps: list[str | Path], percent: float, seed: int) -> np.ndarray:
-    """Frames of a random `percent` fraction of the utterances in the scp files, stacked."""
-    if not 0.0 < percent <= 1.0:
-        raise ValueError(f"--percent {percent}: expected a fraction in (0, 1]")
-    entries: dict = {}
+def sample_features(feats_scps: list[str | Path], max_frames: int, seed: int) -> np.ndarray:
+    """Up to `max_frames` frames of the utterances in the scp files, in utterance-id order.
+
+    The utterances are read one at a time; once more than `max_frames` frames have been seen, a
+    seeded reservoir keeps a uniform random sample of them, so memory stays at `max_frames`
+    frames plus one utterance whatever the size of the dump. When every frame fits, the result
+    is all frames in utterance-id order.
+    """
+    if max_frames < 1:
+        raise ValueError(f"--max_frames {max_frames}: expected at least 1")
+    entries: dict = {}  # utt_id -> the lazy reader of its scp (reading one matrix at a time)
     for scp in feats_scps:
         if not Path(scp).is_file():
             raise FileNotFoundError(f"{scp}: feature scp not found (run dump_features first)")
-        entries.update(kaldiio.load_scp(str(scp)))
+        reader = kaldiio.load_scp(str(scp))
+        entries.update(dict.fromkeys(reader.keys(), reader))
     if not entries:
         raise ValueError(f"no features in {', '.join(map(str, feats_scps))}")
-    keys = sorted(entries)
-    count = math.ceil(len(keys) * percent)
-    chosen = np.random.default_rng(seed).choice(len(keys), size=count, replace=False)
-    features = np.concatenate([entries[keys[index]] for index in sorted(chosen)], axis=0)
-    logging.info("k-means training data: %d frames of %d of %d utterances", len(features), count, len(keys))
-    return features.astype(np.float32, copy=False)
+    rng = np.random.default_rng(seed)
+    reservoir: np.ndarray | None = None
+    seen = 0
+    for key in sorted(entries):
+        frames = np.asarray(entries[key][key])
+        if reservoir is None:
+            reservoir = np.empty((max_frames, frames.shape[1]), dtype=np.float32)
+        elif frames.shape[1] != reservoir.shape[1]:
+            raise ValueError(f"{key}: {frames.shape[1]}-dim features, but earlier utterances have {reservoir.shape[1]} dims")
+        filled = max(0, min(len(frames), max_frames - seen))
+        reservoir[seen : seen + filled] = frames[:filled]
+        if filled < len(frames):  # reservoir sampling: frame number g replaces a random slot with probability max/(g+1)
+            positions = np.arange(seen + filled, seen + len(frames))
+            slots = rng.integers(0, positions + 1)
+            keep = slots < max_frames
+            reservoir[slots[keep]] = frames[filled:][keep]
+        seen += len(frames)
+    kept = min(seen, max_frames)
+    logging.info("k-means training data: %d frames of %d utterances%s", kept, len(entries),
+                 f" (a uniform sample of their {seen} frames, --max_frames)" if seen > max_frames else "")
+    return reservoir[:kept]
 
 
 def learn_kmeans(features: np.ndarray, n_clusters: int, seed: int = 0, **settings) -> np.ndarray:
@@ -55,7 +75,7 @@ def learn_kmeans(features: np.ndarray, n_clusters: int, seed: int = 0, **setting
     if n_clusters > len(features):
         raise ValueError(
             f"--nclusters {n_clusters} is larger than the {len(features)} training frames: "
-            "use fewer clusters or more data (--percent / kmeans_percent)"
+            "use fewer clusters or more data (dump_features --percent / --max_frames, run.sh kmeans_percent / kmeans_max_frames)"
         )
     options = {**FAIRSEQ_KMEANS_SETTINGS, **settings}
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, compute_labels=False, verbose=0, **options)
@@ -94,6 +114,8 @@ class KmeansQuantizer:
     """Nearest-centre unit ids of feature frames (squared Euclidean distance, as fairseq's ApplyKmeans)."""
 
     def __init__(self, centres: np.ndarray, device: str = "cpu"):
+        import torch  # here, so that learning k-means does not load torch
+
         self.centres = torch.from_numpy(np.asarray(centres, dtype=np.float32)).to(device)
         self.centre_norms = (self.centres**2).sum(dim=1)
 
@@ -101,15 +123,22 @@ class KmeansQuantizer:
     def n_clusters(self) -> int:
         return self.centres.shape[0]
 
+    @property
+    def dim(self) -> int:
+        return self.centres.shape[1]
+
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "KmeansQuantizer":
         return cls(load_centres(path), device=device)
 
-    @torch.inference_mode()
-    def __call__(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
-        frames = features if isinstance(features, torch.Tensor) else torch.tensor(features)  # a copy: kaldiio maps read-only
-        frames = frames.to(device=self.centres.device, dtype=torch.float32)
-        if frames.ndim != 2 or frames.shape[1] != self.centres.shape[1]:
-            raise ValueError(f"features of shape {tuple(frames.shape)} do not match {self.centres.shape[1]}-dim centres")
-        distances = (frames**2).sum(dim=1, keepdim=True) - 2 * frames @ self.centres.T + self.centre_norms
-        return distances.argmin(dim=1).cpu().numpy()
+    def __call__(self, features) -> np.ndarray:
+        """Unit ids [frames] of features [frames, dim] (numpy array or torch tensor)."""
+        import torch
+
+        with torch.inference_mode():
+            frames = features if isinstance(features, torch.Tensor) else torch.tensor(features)  # a copy: kaldiio maps read-only
+            frames = frames.to(device=self.centres.device, dtype=torch.float32)
+            if frames.ndim != 2 or frames.shape[1] != self.centres.shape[1]:
+                raise ValueError(f"features of shape {tuple(frames.shape)} do not match {self.centres.shape[1]}-dim centres")
+            distances = (frames**2).sum(dim=1, keepdim=True) - 2 * frames @ self.centres.T + self.centre_norms
+            return distances.argmin(dim=1).cpu().numpy()

@@ -68,12 +68,17 @@ def load_unit2mel_hifigan(vocoder_dir: str | Path, device: str = "cpu"):
 VOCODER_KINDS = {UNIT_HIFIGAN: load_unit_hifigan, "unit2mel_hifigan": load_unit2mel_hifigan}
 
 
-def load_vocoder(vocoder_dir: str | Path, device: str = "cpu"):
+def load_vocoder(vocoder_dir: str | Path, device: str = "cpu", kmeans_file: str | Path | None = None):
     """The vocoder that stage 2b left in `vocoder_dir`, whatever its kind (config.json's `kind`).
 
     Every kind has `.sampling_rate` (16000 for both kinds here), `.num_embeddings` and
-    `.synthesize(utterances, batch_size)`.
+    `.synthesize(utterances, batch_size)`. With `kmeans_file`, the vocoder must belong to that
+    k-means model (codebook size K; the recorded k-means checksum where the dir has one).
     """
+    if kmeans_file is not None:
+        from sofa_speechlm.vocoder.codebook import check_vocoder_dir
+
+        check_vocoder_dir(vocoder_dir, kmeans_file)
     return VOCODER_KINDS[vocoder_kind(vocoder_dir)](vocoder_dir, device)
 
 
