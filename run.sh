@@ -90,7 +90,7 @@ if wants_stage 1; then
         log "Stage 1: data dirs already complete in ${datadir}; skipping"
     else
         log "Stage 1: data preparation with ${data_script} into ${datadir}"
-        "${data_script}" --datadir "${datadir}" --seed "${seed}" --fs "${fs}" --nj "${nj}"
+        "${data_script}" --data_dir "${datadir}" --seed "${seed}" --fs "${fs}" --nj "${nj}"
         for split in ${splits}; do
             validate_data_dir.sh --require text "${datadir}/${split}/textlm"
             validate_data_dir.sh --fs "${fs}" --require wav.scp "${datadir}/${split}/speechlm"
