@@ -18,7 +18,8 @@ def _copy_for_task(source: Path, task: str, destination: Path, keep_optional: se
     for name in TASK_FILES[task]:
         if not data_dir.has(name):
             raise DataDirError(f"{source}: has no {name}, which a {task} data dir needs")
-    tables = {name: data_dir.require(name) for name in ("utt2spk", *TASK_FILES[task], *keep_optional) if data_dir.has(name)}
+    names = ("utt2spk", *TASK_FILES[task], *keep_optional, *(("segments",) if segmented else ()))
+    tables = {name: data_dir.require(name) for name in dict.fromkeys(names) if data_dir.has(name)}
     if segmented and "segments" not in tables:
         # Whole-file segments, so that this source combines with segmented ones.
         lengths = data_dir.table("utt2num_samples")
