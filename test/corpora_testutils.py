@@ -31,8 +31,8 @@ def make_librispeech(root, subsets=("train-clean-100", "dev-clean", "test-clean"
 
 def make_librilight(root, subsets=("small",), seconds=6.0):
     """root = ${LIBRILIGHT}; writes root/<subset>/<spk>/<book>/<name>.flac + .json"""
-    for subset in subsets:
-        for speaker in ("11", "12"):
+    for offset, subset in enumerate(subsets):
+        for speaker in (str(11 + 10 * offset), str(12 + 10 * offset)):
             book = root / subset / speaker / "some_book_64kb_mp3"
             book.mkdir(parents=True)
             soundfile.write(str(book / "01_reader_64kb.flac"), tone(seconds, 16000, int(speaker)), 16000)

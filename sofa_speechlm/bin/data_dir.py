@@ -46,11 +46,9 @@ def get_parser() -> argparse.ArgumentParser:
     fix = commands.add_parser("fix", help="sort files, keep utterances present in all, regenerate spk2utt")
     fix.add_argument("data_dir")
 
-    task = commands.add_parser("task", help="a task's data dir (textlm|speechlm|asr|tts): union of sources, keeping the files that task reads")
-    task.add_argument("--task", required=True, choices=["textlm", "speechlm", "asr", "tts"])
-    task.add_argument("--fs", type=int, default=16000, help="sampling rate of utt2num_samples (whole-file segments when mixing with segmented sources)")
-    task.add_argument("destination")
-    task.add_argument("sources", nargs="+")
+    tasks = commands.add_parser("tasks", help="task data dirs (textlm|speechlm|asr|tts), each the union of its sources keeping the files that task reads")
+    tasks.add_argument("spec", help="file ('-': stdin) of lines 'TASK DESTINATION SOURCE [SOURCE ...]'")
+    tasks.add_argument("--fs", type=int, default=16000, help="sampling rate of utt2num_samples (whole-file segments when mixing with segmented sources)")
     return parser
 
 
@@ -77,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "fix":
             dropped = fix_data_dir(args.data_dir)
             print(f"{args.data_dir}: sorted; dropped {dropped} utterance(s) missing from some file (originals in .backup)")
-        elif args.command == "task":
-            make_task_dir(args.task, args.destination, args.sources, fs=args.fs)
-            logging.info("%s: %s data dir from %d source(s)", args.destination, args.task, len(args.sources))
+        elif args.command == "tasks":
+            lines = (sys.stdin if args.spec == "-" else open(args.spec, encoding="utf-8")).read().splitlines()
+            for number, line in enumerate(lines, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) < 3:
+                    raise ValueError(f"{args.spec}:{number}: expected 'TASK DESTINATION SOURCE [SOURCE ...]', got '{line}'")
+                make_task_dir(fields[0], fields[1], fields[2:], fs=args.fs)
+                logging.info("%s: %s data dir from %d source(s)", fields[1], fields[0], len(fields) - 2)
     except (DataDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

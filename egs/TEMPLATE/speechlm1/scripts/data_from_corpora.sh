@@ -37,18 +37,18 @@ for _corpus in $(printf '%s\n' "${_items[@]}" | cut -d: -f1 | sort -u); do
     for _subset in "${_todo[@]}"; do echo "${_settings}" > "${data_dir}/local/${_corpus}/.done.${_subset}"; done
 done
 
-# 2. The task dirs (and the vocoder's) as unions of the prepared subsets.
-_make_task_dir() {  # task destination list-of-corpus:subset
-    local _sources=() _item
-    for _item in $3; do _sources+=("${data_dir}/local/${_item%%:*}/${_item#*:}"); done
-    python -m sofa_speechlm.bin.data_dir --log_level WARNING task --task "$1" --fs "${fs}" "$2" "${_sources[@]}"
+# 2. The task dirs (and the vocoder's) as unions of the prepared subsets, in one process.
+_task_line() {  # task destination list-of-corpus:subset
+    local _line="$1 $2" _item
+    for _item in $3; do _line+=" ${data_dir}/local/${_item%%:*}/${_item#*:}"; done
+    echo "${_line}"
 }
-for _list in "${_task_lists[@]}"; do
-    _make_task_dir "${_list%_*}" "${data_dir}/${_list#*_}/${_list%_*}" "${!_list}"
-done
-if [ -n "${vocoder_sets}" ]; then
-    _make_task_dir speechlm "${data_dir}/vocoder" "${vocoder_sets}"
-fi
+{
+    for _list in "${_task_lists[@]}"; do
+        _task_line "${_list%_*}" "${data_dir}/${_list#*_}/${_list%_*}" "${!_list}"
+    done
+    [ -z "${vocoder_sets}" ] || _task_line speechlm "${data_dir}/vocoder" "${vocoder_sets}"
+} | python -m sofa_speechlm.bin.data_dir --log_level WARNING tasks --fs "${fs}" -
 for _split in train dev test; do
     for _task in textlm speechlm asr tts; do
         echo "$0: ${data_dir}/${_split}/${_task}: $(wc -l < "${data_dir}/${_split}/${_task}/utt2spk") utterances" >&2
