@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import soundfile
 
 from corpora_testutils import make_librilight, make_librispeech, make_libritts, make_ljspeech, make_mls, make_vctk
 from sofa_speechlm.bin import prepare_corpus as prepare_cli
@@ -101,11 +102,19 @@ def test_truncated_audio_is_found_by_decode_only(tmp_path):
     assert decode.utterances == 3 and decode.report.count("unreadable or empty audio") == 1
 
 
-def test_a_wrong_rate_is_refused_without_resampling(tmp_path):
+def test_a_wrong_rate_is_refused_without_resampling_or_resampled(tmp_path, caplog):
     root = make_libritts(tmp_path / "db", subsets=("dev-clean",))
     with pytest.raises(DataDirError, match=r"at 24000 Hz, the recipe runs at 16000 Hz; rerun with --resample true"):
         prepare_corpus("libritts", root, tmp_path / "data", options=PrepOptions(nj=1, resample=False))
     assert not (tmp_path / "data" / "dev-clean").exists()
+    # A copy at another rate than the published one is resampled like any other, with a warning.
+    converted = make_librispeech(tmp_path / "ls8k", subsets=("dev-clean",))
+    for path in converted.glob("LibriSpeech/dev-clean/*/*/*.flac"):
+        soundfile.write(str(path), soundfile.read(str(path))[0][::2], 8000)
+    with caplog.at_level(logging.WARNING):
+        prepare_corpus("librispeech", converted, tmp_path / "data8k", options=PrepOptions(nj=1))
+    assert "audio at 8000 Hz, but librispeech is published at 16000 Hz" in caplog.text
+    assert validate_data_dir(tmp_path / "data8k" / "dev-clean", fs=16000, check_pipes=True) == []
     # At its own rate the corpus needs no resampling: plain paths.
     prepare_corpus("libritts", root, tmp_path / "data24", fs=24000, options=PrepOptions(nj=1, resample=False))
     assert validate_data_dir(tmp_path / "data24" / "dev-clean", fs=24000) == []

@@ -143,6 +143,8 @@ def _write_speech(corpus: Corpus, subset: str, recordings: list[Recording], outp
             num_samples[utt_id] = str(round((end - start) * fs))
     if not utt2spk:
         raise DataDirError(f"{where}: no utterances left ({sum(len(v) for v in report.left_out.values())} left out)")
+    if rates - {corpus.fs}:
+        logging.warning("%s: audio at %s Hz, but %s is published at %d Hz: is this copy converted?", where, "/".join(map(str, sorted(rates - {corpus.fs}))), corpus.name, corpus.fs)
     if rates - {fs}:
         logging.info("%s: audio at %s Hz is resampled to %d Hz by sox pipes in wav.scp", where, "/".join(map(str, sorted(rates - {fs}))), fs)
     write_data_dir(output, utt2spk, text=text or None, wav_scp=wav_scp, num_samples={key: int(value) for key, value in num_samples.items()})
