@@ -24,7 +24,7 @@ class LayoutError(DataDirError):
     """A file or folder of the corpus does not match the corpus' published layout."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Recording:
     """One audio file (None for text-only corpora). `segments` (start, end seconds) or
     `window` (fixed-length pieces, cut once the duration is known) make it several utterances."""

@@ -25,6 +25,7 @@ from sofa_speechlm.data.validate import validate_data_dir
 
 SOX_READABLE = (".flac", ".wav")
 CHECK_MODES = ("header", "decode")
+PROBE_CHUNK = 4096
 
 
 @dataclass
@@ -70,6 +71,13 @@ def probe_audio(path: Path, mode: str) -> tuple[int, int]:
     return rate, frames
 
 
+def _probe_or_problem(path: Path, mode: str) -> tuple[int, int] | AudioProblem:
+    try:
+        return probe_audio(path, mode)
+    except AudioProblem as problem:
+        return problem
+
+
 def wav_entry(path: Path, rate: int, fs: int, resample: bool, where: str) -> str:
     """A wav.scp value giving `path` at fs Hz: the path itself, or a sox resampling pipe."""
     if rate == fs:
@@ -108,15 +116,16 @@ def _write_text_only(recordings: list[Recording], output: Path) -> tuple[int, fl
 
 def _write_speech(corpus: Corpus, subset: str, recordings: list[Recording], output: Path, fs: int, options: PrepOptions, report: Report) -> tuple[int, float]:
     where = f"{corpus.name} {subset}"
-    with ThreadPoolExecutor(max(1, options.nj)) as pool:
-        futures = [pool.submit(probe_audio, r.audio, options.check_audio) for r in recordings]
-        probes = []
-        for recording, future in tqdm(zip(recordings, futures), total=len(futures), desc=f"{where} audio", mininterval=10):
-            try:
-                probes.append(future.result())
-            except AudioProblem as problem:
-                report.leave_out("unreadable or empty audio", f"{recording.rec_id}: {recording.audio}: {problem}")
-                probes.append(None)
+    probes = []
+    with ThreadPoolExecutor(max(1, options.nj)) as pool, tqdm(total=len(recordings), desc=f"{where} audio", mininterval=10) as progress:
+        for begin in range(0, len(recordings), PROBE_CHUNK):  # bounded in flight: corpora run to millions of files
+            chunk = recordings[begin : begin + PROBE_CHUNK]
+            for recording, probe in zip(chunk, pool.map(_probe_or_problem, [r.audio for r in chunk], [options.check_audio] * len(chunk))):
+                if isinstance(probe, AudioProblem):
+                    report.leave_out("unreadable or empty audio", f"{recording.rec_id}: {recording.audio}: {probe}")
+                    probe = None
+                probes.append(probe)
+            progress.update(len(chunk))
     wav_scp, utt2spk, text, num_samples, segments = {}, {}, {}, {}, {}
     rates = set()
     for recording, probe in zip(recordings, probes):
