@@ -40,9 +40,9 @@ class Corpus:
         for candidate in [corpus_dir / top for top in self.tops] + [corpus_dir]:
             if candidate.is_dir() and any(next(candidate.glob(marker), None) for marker in self.markers):
                 return candidate
-        tops = " or ".join(f"{corpus_dir}/{top}" if top else str(corpus_dir) for top in self.tops)
+        tops = " or ".join(dict.fromkeys(f"{corpus_dir}/{top}" if top else str(corpus_dir) for top in self.tops))
         raise CorpusNotFound(
-            f"{self.name} not found under '{corpus_dir}': expected {tops} laid out as {self.layout}. "
+            f"{self.name} not found under '{corpus_dir}': expected {tops} (or '{corpus_dir}' being that folder) laid out as {self.layout}. "
             f"Set {self.db_var} in db.sh (or the environment) to the directory that holds it."
         )
 
