@@ -21,6 +21,7 @@ expdir=exp              # models and results
 fs=16000                # sampling rate of every wav
 # Stage 1: data
 data_script=local/mini_corpus/data.sh  # corpus preparation script: writes the data dirs
+local_data_opts=""      # extra options of the data script (shell-quoted), e.g. "--asr_train 'librispeech:train-clean-100'"
 # Stage 2: speech tokenizer and vocoder
 hubert_ckpt=""          # fairseq .pt or HuggingFace dir of HuBERT; MFCC features when empty
 layer=6                 # HuBERT layer whose output is clustered (fairseq output_layer)
@@ -94,12 +95,13 @@ splits="train dev test"
 speech_tasks="speechlm asr tts"
 
 if wants_stage 1; then
-    settings="data_script=${data_script} seed=${seed} fs=${fs}"
+    settings="data_script=${data_script} seed=${seed} fs=${fs}${local_data_opts:+ local_data_opts=${local_data_opts}}"
     if stage_finished 1 "${settings}"; then
         log "Stage 1: data dirs already complete in ${datadir}; skipping"
     else
         log "Stage 1: data preparation with ${data_script} into ${datadir}"
-        "${data_script}" --datadir "${datadir}" --seed "${seed}" --fs "${fs}" --nj "${nj}"
+        eval "local_data_args=(${local_data_opts})"
+        "${data_script}" --data_dir "${datadir}" --seed "${seed}" --fs "${fs}" --nj "${nj}" "${local_data_args[@]}"
         for split in ${splits}; do
             validate_data_dir.sh --require text "${datadir}/${split}/textlm"
             validate_data_dir.sh --fs "${fs}" --require wav.scp "${datadir}/${split}/speechlm"

@@ -1,10 +1,13 @@
-"""Data dir tools: validate, split, combine, subset, fix (the local/*_data_dir.sh scripts call this)."""
+"""Data dir tools: validate, split, combine, subset, fix, task (the local/*_data_dir.sh scripts call this)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.data.corpora.tasks import make_task_dir
 from sofa_speechlm.data.kaldi import DataDirError
 from sofa_speechlm.data.ops import choose_utterances, combine_data_dirs, fix_data_dir, split_data_dir, subset_data_dir
 from sofa_speechlm.data.validate import MAX_REPORTED, validate_data_dir
@@ -12,6 +15,7 @@ from sofa_speechlm.data.validate import MAX_REPORTED, validate_data_dir
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check a data dir; exits 1 listing every problem")
@@ -41,11 +45,16 @@ def get_parser() -> argparse.ArgumentParser:
 
     fix = commands.add_parser("fix", help="sort files, keep utterances present in all, regenerate spk2utt")
     fix.add_argument("data_dir")
+
+    tasks = commands.add_parser("tasks", help="task data dirs (textlm|speechlm|asr|tts), each the union of its sources keeping the files that task reads")
+    tasks.add_argument("spec", help="file ('-': stdin) of lines 'TASK DESTINATION SOURCE [SOURCE ...]'")
+    tasks.add_argument("--fs", type=int, default=16000, help="sampling rate of utt2num_samples (whole-file segments when mixing with segmented sources)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
+    setup_logging(args.log_level)
     try:
         if args.command == "validate":
             problems = validate_data_dir(args.data_dir, fs=args.fs, require=tuple(args.require.split()), check_audio=not args.no_audio, check_pipes=args.check_pipes)
@@ -66,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "fix":
             dropped = fix_data_dir(args.data_dir)
             print(f"{args.data_dir}: sorted; dropped {dropped} utterance(s) missing from some file (originals in .backup)")
+        elif args.command == "tasks":
+            lines = (sys.stdin if args.spec == "-" else open(args.spec, encoding="utf-8")).read().splitlines()
+            for number, line in enumerate(lines, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                if len(fields) < 3:
+                    raise ValueError(f"{args.spec}:{number}: expected 'TASK DESTINATION SOURCE [SOURCE ...]', got '{line}'")
+                make_task_dir(fields[0], fields[1], fields[2:], fs=args.fs)
+                logging.info("%s: %s data dir from %d source(s)", fields[1], fields[0], len(fields) - 2)
     except (DataDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
