@@ -35,7 +35,8 @@ bpemode=unigram         # sentencepiece model type: unigram or bpe
 # Stage 4: language model
 lm_configs="conf/lm/tiny_sofa_full.yaml conf/lm/tiny_vanilla_full.yaml"  # LM configs, one experiment each
 pretrained_lm=""        # pretrained text LM: local HuggingFace dir or offline model name (smollm2); config's choice when empty
-ngpu=0                  # GPUs for training (ESPnet's --ngpu)
+ngpu=0                  # GPUs per node for LM training (ESPnet's --ngpu; above 1: DDP); 0: all on CPU; above 0: PTQ and decoding jobs get one GPU each
+num_nodes=1             # nodes for LM training (above 1: DDP over srun through espnet2.bin.launch; needs cmd_backend=slurm in cmd.sh)
 # Stage 5: post-training quantization
 ptq_methods="rtn smoothquant omniquant affinequant"  # PTQ methods or presets of --ptq_config (e.g. smoothquant_clip1)
 ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16 W8A16 W6A6 (--ptq_config may add some per method)
@@ -80,6 +81,7 @@ claim_exp_dir() {
     mkdir -p "$1"; echo "$2" > "$1/run_settings"
 }
 not_implemented() { log "ERROR: stage $1 ($2) is not implemented yet"; exit 1; }
+job_ngpu=$(( ngpu > 0 ? 1 : 0 ))  # GPUs of each single-device job (${cuda_cmd} --gpu): PTQ, decoding
 
 splits="train dev test"
 speech_tasks="speechlm asr tts"
@@ -275,6 +277,7 @@ if wants_stage 4; then
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
         settings="config=${lm_config}:$(md5sum < "${lm_config}" | cut -d' ' -f1) pretrained_lm=${pretrained_lm} ngpu=${ngpu} seed=${seed} ${stats_settings}"
+        [ "${num_nodes}" -gt 1 ] && settings+=" num_nodes=${num_nodes}"
         if stage_finished "4.lm_${lm_name}" "${settings}"; then
             log "Stage 4: LM ${lm_exp} already trained; skipping"
             continue
@@ -282,9 +285,13 @@ if wants_stage 4; then
         claim_exp_dir "${lm_exp}" "${settings}"
         lm_override=()
         [ -n "${pretrained_lm}" ] && lm_override=(--lm_conf "pretrained=${pretrained_lm}" --lm_conf "hf_config=null")
-        log "Stage 4: training LM ${lm_config} into ${lm_exp} (log: ${lm_exp}/train.log)"
-        ${train_cmd} "${lm_exp}/train.log" python -m sofa_speechlm.bin.lm_train --config "${lm_config}" \
-            "${lm_data_opts[@]}" "${lm_override[@]}" --ngpu "${ngpu}" --resume true --output_dir "${lm_exp}" \
+        log "Stage 4: training LM ${lm_config} into ${lm_exp} on ${num_nodes} node(s) x ${ngpu} GPU(s) (log: ${lm_exp}/train.log)"
+        # ESPnet's launcher: one job of ${ngpu} GPUs (DDP when above 1), or srun over ${num_nodes} nodes.
+        python -m espnet2.bin.launch --cmd "${cuda_cmd} --name lm_${lm_name}" --log "${lm_exp}/train.log" \
+            --ngpu "${ngpu}" --num_nodes "${num_nodes}" --init_file_prefix "${lm_exp}/.dist_init_" \
+            --multiprocessing_distributed true -- \
+            python -m sofa_speechlm.bin.lm_train --config "${lm_config}" \
+            "${lm_data_opts[@]}" "${lm_override[@]}" --resume true --output_dir "${lm_exp}" \
             --train_shape_file "${lm_stats_dir}/train/text_shape" --valid_shape_file "${lm_stats_dir}/valid/text_shape" \
             --fold_length 150
         [ -f "${lm_exp}/valid.loss.ave.pth" ] || { log "ERROR: ${lm_exp}/valid.loss.ave.pth is missing after training"; exit 1; }
@@ -313,7 +320,7 @@ if wants_stage 5; then
         [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 5 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
         ptq_dir=${lm_exp}/ptq
         log "Stage 5: PTQ of ${lm_exp} (${ptq_methods} x ${ptq_bits}) -> ${ptq_dir} (log: ${ptq_dir}/quantize.log)"
-        ${train_cmd} "${ptq_dir}/quantize.log" python -m sofa_speechlm.bin.quantize --exp_dir "${lm_exp}" \
+        ${cuda_cmd} --gpu "${job_ngpu}" "${ptq_dir}/quantize.log" python -m sofa_speechlm.bin.quantize --exp_dir "${lm_exp}" \
             --output_dir "${ptq_dir}" --methods ${ptq_methods} --settings ${ptq_bits} --ptq_config "${ptq_config}" \
             --lm_text_dir "${calib_text}" --seed "${seed}" --device "${ptq_device}" \
             || { log "ERROR: Stage 5 failed for ${lm_exp}; see ${ptq_dir}/quantize.log and ${ptq_dir}/log/"; exit 1; }
@@ -365,7 +372,7 @@ if wants_stage 6; then
             # Up to ${nj} LMs are evaluated at once, each with its share of the cores.
             while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
             (
-                ${train_cmd} "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
+                ${cuda_cmd} --gpu "${job_ngpu}" "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
                     "${todo_opts[@]}" "${eval_opts[@]}"
                 for item in "${todo[@]}"; do
                     finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
@@ -395,7 +402,7 @@ if wants_stage 6; then
         log "Stage 6: TTS reference rows already in ${reference_dir}"
     else
         log "Stage 6: TTS reference rows (ground truth, resynthesis) -> ${reference_dir} (log: ${reference_dir}/evaluate.log)"
-        ${train_cmd} "${reference_dir}/evaluate.log" python -m sofa_speechlm.bin.evaluate --reference \
+        ${cuda_cmd} --gpu "${job_ngpu}" "${reference_dir}/evaluate.log" python -m sofa_speechlm.bin.evaluate --reference \
             --tts_data_dir "${datadir}/test/tts" "${eval_opts[@]}" --output_dir "${reference_dir}"
         finish_stage 6.reference "${eval_settings}"
     fi
