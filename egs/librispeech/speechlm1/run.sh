@@ -14,6 +14,6 @@ pretrained_lm=${PRETRAINED_LM:-}        # e.g. a local copy of facebook/opt-350m
     --nclusters 200 \
     --vocoder_config conf/vocoder/hifigan_unit_200.yaml \
     --nbpe 10000 \
-    --lm_configs "conf/lm/sofa_lora.yaml conf/lm/vanilla_lora.yaml" \
+    --lm_configs "conf/lm/paper/opt350m_sofa_lora.yaml conf/lm/paper/opt350m_vanilla_lora.yaml" \
     --pretrained_lm "${pretrained_lm}" \
     "$@"
