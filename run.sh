@@ -38,7 +38,8 @@ bpemode=unigram         # sentencepiece model type: unigram or bpe
 # Stage 4: language model
 lm_configs="conf/lm/tiny_sofa_full.yaml conf/lm/tiny_vanilla_full.yaml"  # LM configs, one experiment each
 pretrained_lm=""        # pretrained text LM: local HuggingFace dir or offline model name (smollm2); config's choice when empty
-ngpu=0                  # GPUs for training (ESPnet's --ngpu)
+ngpu=0                  # GPUs per node for LM training (ESPnet's --ngpu; above 1: DDP); 0: all on CPU; above 0: PTQ and decoding jobs get one GPU each
+num_nodes=1             # nodes for LM training (above 1: DDP over srun through espnet2.bin.launch; needs cmd_backend=slurm in cmd.sh)
 lm_long_lines=drop      # LM text lines over the LM's positions: drop, cut or error (ids in exp/lm_<name>/lm_text/<split>/long_lines)
 lm_max_length=0         # most BPE tokens per LM text line; 0: the LM's max_position_embeddings - 1 (<sos/eos>)
 # Stage 5: post-training quantization
@@ -90,6 +91,7 @@ checksum() { md5sum | cut -c1-12; }
 # corpus changes it; audio files rewritten in place with the same names and lengths do not.
 audio_checksum() { { cat "$1/wav.scp"; cat "$1/segments" "$1/utt2num_samples" 2>/dev/null || true; } | checksum; }
 not_implemented() { log "ERROR: stage $1 ($2) is not implemented yet"; exit 1; }
+job_ngpu=$(( ngpu > 0 ? 1 : 0 ))  # GPUs of each single-device job (${cuda_cmd} --gpu): PTQ, decoding
 
 splits="train dev test"
 speech_tasks="speechlm asr tts"
@@ -320,6 +322,7 @@ if wants_stage 4; then
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
         settings="config=${lm_config}:$(md5sum < "${lm_config}" | cut -d' ' -f1) pretrained_lm=${pretrained_lm} ngpu=${ngpu} seed=${seed} long_lines=${lm_long_lines}:${lm_max_length} ${stats_settings}"
+        [ "${num_nodes}" -gt 1 ] && settings+=" num_nodes=${num_nodes}"
         if stage_finished "4.lm_${lm_name}" "${settings}"; then
             log "Stage 4: LM ${lm_exp} already trained; skipping"
             continue
@@ -334,9 +337,13 @@ if wants_stage 4; then
                 --max_length "${lm_max_length}" --long_lines "${lm_long_lines}" --lm_text "${lm_text}/${split_and_source#*:}/all.txt" \
                 --bpemodel "${lm_token_dir}/bpe.model" --shape_file "${lm_stats_dir}/${split}/text_shape" --output_dir "${lm_exp}/lm_text/${split}"
         done
-        log "Stage 4: training LM ${lm_config} into ${lm_exp} (log: ${lm_exp}/train.log)"
-        ${train_cmd} "${lm_exp}/train.log" python -m sofa_speechlm.bin.lm_train --config "${lm_config}" \
-            "${lm_token_opts[@]}" "${lm_override[@]}" --ngpu "${ngpu}" --resume true --output_dir "${lm_exp}" \
+        log "Stage 4: training LM ${lm_config} into ${lm_exp} on ${num_nodes} node(s) x ${ngpu} GPU(s) (log: ${lm_exp}/train.log)"
+        # ESPnet's launcher: one job of ${ngpu} GPUs (DDP when above 1), or srun over ${num_nodes} nodes.
+        python -m espnet2.bin.launch --cmd "${cuda_cmd} --name lm_${lm_name}" --log "${lm_exp}/train.log" \
+            --ngpu "${ngpu}" --num_nodes "${num_nodes}" --init_file_prefix "${lm_exp}/.dist_init_" \
+            --multiprocessing_distributed true -- \
+            python -m sofa_speechlm.bin.lm_train --config "${lm_config}" \
+            "${lm_token_opts[@]}" "${lm_override[@]}" --resume true --output_dir "${lm_exp}" \
             --train_data_path_and_name_and_type "${lm_exp}/lm_text/train/text,text,text" \
             --valid_data_path_and_name_and_type "${lm_exp}/lm_text/valid/text,text,text" \
             --train_shape_file "${lm_exp}/lm_text/train/text_shape" --valid_shape_file "${lm_exp}/lm_text/valid/text_shape" \
@@ -367,7 +374,7 @@ if wants_stage 5; then
         [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 5 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
         ptq_dir=${lm_exp}/ptq
         log "Stage 5: PTQ of ${lm_exp} (${ptq_methods} x ${ptq_bits}) -> ${ptq_dir} (log: ${ptq_dir}/quantize.log)"
-        ${train_cmd} "${ptq_dir}/quantize.log" python -m sofa_speechlm.bin.quantize --exp_dir "${lm_exp}" \
+        ${cuda_cmd} --gpu "${job_ngpu}" "${ptq_dir}/quantize.log" python -m sofa_speechlm.bin.quantize --exp_dir "${lm_exp}" \
             --output_dir "${ptq_dir}" --methods ${ptq_methods} --settings ${ptq_bits} --ptq_config "${ptq_config}" \
             --lm_text_dir "${calib_text}" --seed "${seed}" --device "${ptq_device}" \
             || { log "ERROR: Stage 5 failed for ${lm_exp}; see ${ptq_dir}/quantize.log and ${ptq_dir}/log/"; exit 1; }
@@ -419,7 +426,7 @@ if wants_stage 6; then
             # Up to ${nj} LMs are evaluated at once, each with its share of the cores.
             while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
             (
-                ${train_cmd} "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
+                ${cuda_cmd} --gpu "${job_ngpu}" "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
                     "${todo_opts[@]}" "${eval_opts[@]}"
                 for item in "${todo[@]}"; do
                     finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
@@ -449,7 +456,7 @@ if wants_stage 6; then
         log "Stage 6: TTS reference rows already in ${reference_dir}"
     else
         log "Stage 6: TTS reference rows (ground truth, resynthesis) -> ${reference_dir} (log: ${reference_dir}/evaluate.log)"
-        ${train_cmd} "${reference_dir}/evaluate.log" python -m sofa_speechlm.bin.evaluate --reference \
+        ${cuda_cmd} --gpu "${job_ngpu}" "${reference_dir}/evaluate.log" python -m sofa_speechlm.bin.evaluate --reference \
             --tts_data_dir "${datadir}/test/tts" "${eval_opts[@]}" --output_dir "${reference_dir}"
         finish_stage 6.reference "${eval_settings}"
     fi

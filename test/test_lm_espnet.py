@@ -166,7 +166,7 @@ def test_voxtlm_loss_needs_the_task_tokens(experiment):
         SofaLMTask.build_model(argparse.Namespace(**config))
 
 
-PAPER_CONFIGS = [f"{a}_{f}.yaml" for a in ("sofa", "vanilla") for f in ("full", "lora", "qlora")]
+PAPER_CONFIGS = [f"paper/opt350m_{a}_{f}.yaml" for a in ("sofa", "vanilla") for f in ("full", "lora", "qlora")]
 
 
 def test_paper_configs_have_the_paper_hyperparameters_and_build(experiment, tmp_path):
@@ -181,8 +181,8 @@ def test_paper_configs_have_the_paper_hyperparameters_and_build(experiment, tmp_
         ])
         assert (args.optim, args.optim_conf) == ("adam", {"lr": 3e-4, "weight_decay": 1e-6}), name
         assert (args.scheduler_conf["warmup_steps"], args.batch_bins, args.max_epoch) == (2500, 5000, 50), name
-        assert args.lm_conf["attention"] == ("sofa" if name.startswith("sofa") else "softmax"), name
-        finetune = name.split("_")[1][: -len(".yaml")]
+        assert args.lm_conf["attention"] == ("sofa" if "_sofa_" in name else "softmax"), name
+        finetune = name[: -len(".yaml")].rsplit("_", 1)[1]
         if finetune != "full":
             assert {k: args.lm_conf["lora_conf"][k] for k in ("rank", "alpha", "dropout")} == dict(rank=256, alpha=256, dropout=0.05)
         assert SofaLMTask.build_model(args).lm.finetune == finetune
