@@ -101,22 +101,29 @@ class BeamCache(Cache):
     def __init__(self):
         super().__init__(layer_class_to_replicate=BufferLayer)
         self.generation = 0
-        self.rows = 0
+
+    @property
+    def rows(self) -> int:
+        """Rows (hypotheses) in the batch; 0 before the first forward."""
+        first = self.layers[0] if self.layers else None
+        return 0 if first is None or getattr(first, "_key_buffer", None) is None else first._key_buffer.shape[0]
 
     def select_rows(self, index: Sequence[int] | torch.Tensor) -> None:
         """Reorder the batch to rows `index` (repeats allowed); nothing is copied for the identity."""
-        if not torch.is_tensor(index):
-            if list(index) == list(range(self.rows)):
+        if len(index) == self.rows:
+            if torch.is_tensor(index):
+                identity = bool((index == torch.arange(len(index), device=index.device)).all())
+            else:
+                identity = list(index) == list(range(len(index)))
+            if identity:
                 return
-            index = torch.tensor(index, dtype=torch.long)
+        index = torch.as_tensor(index, dtype=torch.long)
         for layer in self.layers:
             layer.select_rows(index.to(layer.device) if layer.is_initialized else index)
-        self.rows = len(index)
 
     def advance(self, rows: int) -> List["CacheRow"]:
-        """Mark a scoring step done (the cache now holds `rows` rows): fresh rows for it."""
+        """Mark a scoring step done: fresh states for the `rows` rows now in the cache."""
         self.generation += 1
-        self.rows = rows
         return [CacheRow(self, self.generation, row) for row in range(rows)]
 
     def rows_of(self, states: Sequence["CacheRow"]) -> List[int]:
@@ -139,7 +146,6 @@ class BeamCache(Cache):
                 rows = torch.tensor(list(index), device=layer.device)
                 new.update(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
             copy.layers.append(new)
-        copy.rows = len(index)
         return copy
 
     def nbytes(self) -> int:
