@@ -55,6 +55,24 @@ def test_one_hypothesis_beam_search_same_with_and_without_cache():
     assert [s for _, s in results[True]] == pytest.approx([s for _, s in results[False]], abs=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["sofa", "softmax"])
+@torch.no_grad()
+def test_reordered_cache_scores_equal_full_scoring_past_the_buffer_growth(attention):
+    # 3 + 140 tokens: the buffers grow twice (past 67 and past 132 tokens).
+    lm = tiny_lm(attention, seed=4)
+    g = torch.Generator().manual_seed(5)
+    ys = torch.randint(1, VOCAB - 1, (4, 3), generator=g)
+    states = [None] * 4
+    for step in range(140):
+        cached, states = lm.batch_score(ys, states, None)
+        if step % 10 == 0:
+            full = lm(ys, None)[0][:, -1].log_softmax(dim=-1)
+            torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
+        order = torch.randint(0, 4, (4,), generator=g).tolist()  # a beam's reorder: repeats, drops
+        ys = torch.cat([ys, torch.randint(1, VOCAB - 1, (4, 1), generator=g)], dim=1)[order]
+        states = [states[i] for i in order]
+
+
 def kv_bytes_alive(heads: int, head_dim: int) -> int:
     """Bytes of every live tensor storage shaped like keys/values [batch, heads, length, head_dim]."""
     storages = {}
