@@ -30,7 +30,8 @@ class BufferLayer(DynamicLayer):
     """One layer's keys and values [batch, heads, capacity, head_dim], the first `length` valid.
 
     `keys` and `values` are views of the valid part (unit stride along head_dim, which the
-    attention kernels need; the head stride spans the capacity).
+    attention kernels need; the head stride spans the capacity). HF's own reorder, select,
+    repeat and crop hooks are overridden so that none of them leaves the buffers behind.
     """
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
@@ -68,7 +69,7 @@ class BufferLayer(DynamicLayer):
         return self.length if self.is_initialized else 0
 
     def select_rows(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (repeats allowed) of the batch, in that order."""
+        """Keep rows `index` (repeats allowed) of the batch, in that order (one copy of each buffer)."""
         if not self.is_initialized or self._key_buffer is None:
             return
         self._key_buffer = self._key_buffer.index_select(0, index)
@@ -88,11 +89,6 @@ class BufferLayer(DynamicLayer):
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("BeamCache does not crop")
-
-    def nbytes(self) -> int:
-        if self._key_buffer is None:
-            return 0
-        return self._key_buffer.nbytes + self._value_buffer.nbytes
 
 
 class BeamCache(Cache):
@@ -147,10 +143,6 @@ class BeamCache(Cache):
                 new.update(layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
             copy.layers.append(new)
         return copy
-
-    def nbytes(self) -> int:
-        """Bytes held by the key and value buffers of every layer."""
-        return sum(layer.nbytes() for layer in self.layers if layer.is_initialized)
 
 
 class CacheRow:
