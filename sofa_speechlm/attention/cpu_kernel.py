@@ -101,4 +101,6 @@ def fused_forward(q, k, v, mask, causal, scale, normalizer="softmax"):
         return None
     if mask is not None and mask.stride(-1) != 1:  # the kernel reads each row's keys contiguously
         mask = mask.contiguous()
-    return module.forward(q.float(), k.float(), v.float(), mask, causal, scale, Q_BLOCK, KV_BLOCK, GATES[normalizer])
+    if q.dtype != torch.float32:
+        q, k, v = q.float(), k.float(), v.float()
+    return module.forward(q, k, v, mask, causal, scale, Q_BLOCK, KV_BLOCK, GATES[normalizer])

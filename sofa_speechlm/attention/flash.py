@@ -243,7 +243,9 @@ def _inference_forward(q, k, v, mask, causal, scale, normalizer):
     if q.device.type != "cpu" or normalizer not in ("sofa", "softmax1"):
         return None
     fused = fused_forward(q, k, v, mask, causal, scale, normalizer)
-    return None if fused is None else fused[0].to(q.dtype)
+    if fused is None:
+        return None
+    return fused[0] if q.dtype == torch.float32 else fused[0].to(q.dtype)
 
 
 def _scale_rows(x, gate):
