@@ -108,9 +108,10 @@ def test_long_beam5_decode_keeps_only_the_live_beams_cache():
     ended = search(torch.zeros(1, 1), maxlenratio=-float(new_tokens))
     assert len(ended) > 300  # many hypotheses ended and kept their states
     assert len(peaks) >= 6
-    for length, alive in peaks:  # the former per-hypothesis views of each step's cache failed at length 20
-        # The live beam's keys and values at this length, with the buffers' growth room
-        # (a quarter of the length, at least 64 tokens).
+    # Bound: the live beam's keys and values at this length, with the buffers' growth room (a
+    # quarter of the length, at least 64 tokens). States that were views of each step's batched
+    # cache (the former design) broke it at length 20 already.
+    for length, alive in peaks:
         live = beam * TINY_OPT["num_hidden_layers"] * 2 * heads * head_dim * 4
         bound = live * (length + max(64, length // 4))
         assert alive <= bound, f"{alive} bytes of KV tensors alive at length {length}, bound {bound}"
