@@ -70,8 +70,8 @@ def test_cached_batch_scores_equal_full_recompute(hf_config, finetune, attention
         for length in range(1, 6):
             single, state = lm.score(prefixes[0, :length], state, None)
             torch.testing.assert_close(single, full[0, length - 1], rtol=0, atol=1e-5)
-    assert len(state) == hf_config["num_hidden_layers"]
-    assert state[0][0].shape[-2] == 5  # keys of the 5 tokens seen
+    assert len(state.cache.layers) == hf_config["num_hidden_layers"]
+    assert state.cache.layers[0].keys.shape[:3] == (1, hf_config.get("num_key_value_heads", hf_config["num_attention_heads"]), 5)
 
 
 def test_vocabulary_is_redrawn_with_pretrained_statistics(tmp_path):

@@ -195,7 +195,7 @@ def test_smollm2_cached_scores_equal_full_scoring():
     for length in range(1, prefixes.size(1) + 1):
         cached, states = lm.batch_score(prefixes[:, :length], states, None)
         torch.testing.assert_close(cached, full[:, length - 1], rtol=1e-4, atol=1e-4)  # 30 fp32 layers
-    assert states[0][0][0].shape == (1, 3, 6, 64)  # 3 KV heads are cached, not 9
+    assert states[0].cache.layers[0].keys.shape == (2, 3, 6, 64)  # 3 KV heads are cached, not 9
 
 
 @pytest.mark.skipif(not SMOLLM2_READY or installed_gguf("smollm2") is None, reason="SmolLM2 package or conversion absent")

@@ -85,8 +85,13 @@ def load():
         return None
 
 
-def fused_forward(q, k, v, mask, causal, scale):
-    """(softmax(S)V, lse, row max, first argmax) from the fused kernel in fp32, or None if unavailable.
+# The kernel multiplies softmax(S)V by the normalizer's per-row gate (flash.py's module doc).
+GATES = {"softmax": 0, "sofa": 1, "softmax1": 2}
+
+
+def fused_forward(q, k, v, mask, causal, scale, normalizer="softmax"):
+    """(softmax(S)V times the normalizer's gate, lse, row max, first argmax) from the fused kernel
+    in fp32, or None if unavailable. A row without an allowed key gives zeros.
 
     mask: None or an additive fp32 mask [B or 1, H or 1, Lq, Lk] (-inf forbids a key), as
     masks.additive_mask makes it; causal: the top-left triangle, for Lq == Lk.
@@ -96,4 +101,6 @@ def fused_forward(q, k, v, mask, causal, scale):
         return None
     if mask is not None and mask.stride(-1) != 1:  # the kernel reads each row's keys contiguously
         mask = mask.contiguous()
-    return module.forward(q.float(), k.float(), v.float(), mask, causal, scale, Q_BLOCK, KV_BLOCK)
+    if q.dtype != torch.float32:
+        q, k, v = q.float(), k.float(), v.float()
+    return module.forward(q, k, v, mask, causal, scale, Q_BLOCK, KV_BLOCK, GATES[normalizer])

@@ -9,7 +9,10 @@ All three are softmax attention scaled by a per-row gate g:
 so the forward is one fused softmax-attention kernel that also returns lse (torch's CPU flash
 kernel, or the CUDA memory-efficient kernel). sofa also needs the row max: on the CPU our own
 flash forward (csrc/sofa_flash_cpu.cpp) returns it with lse in the same pass; on CUDA, or
-where that kernel cannot be built, a row-max pass over query chunks follows the kernel.
+where that kernel cannot be built, a row-max pass over query chunks follows the kernel. Our
+kernel also applies the gate itself (with s = sum exp(S - max), sofa's output is
+sum exp(S - max) V / (1 + s)), so without gradients (decoding) one kernel call is the whole
+attention: SOFA's only extra cost over softmax is tracking the row max.
 
 Backward: the kernel's backward computes dS = P * (dP - rowsum(grad_out * out)). Given
 grad_out = g * dO and out = O (the gated output), this is exactly the gradient of g * softmax(S)V
@@ -178,16 +181,15 @@ class GatedSoftmaxAttention(torch.autograd.Function):
             mask = mask.masked_fill(empty_rows.unsqueeze(-1), 0.0)
         gate = argmax = None
         if normalizer == "sofa":
-            out, lse, saved, row_max, argmax = _sofa_forward(kernel, q, k, v, mask, causal, scale)
-            gate = torch.sigmoid(lse - row_max)
+            out, lse, saved, gate, argmax = _sofa_forward(kernel, q, k, v, mask, causal, scale)
         else:
             out, lse, saved = kernel.forward(q, k, v, mask, causal, scale)
             if normalizer == "softmax1":
                 gate = torch.sigmoid(lse)
+                out = _scale_rows(out, gate)
         if empty_rows is not None:
             gate = (torch.ones_like(lse) if gate is None else gate).masked_fill(empty_rows.expand_as(lse), 0.0)
-        if gate is not None:
-            out = _scale_rows(out, gate)
+            out = out.masked_fill(empty_rows.unsqueeze(-1), 0.0)
         ctx.save_for_backward(q, k, v, mask, out, gate, argmax)
         ctx.saved = saved
         ctx.settings = (kernel, causal, scale, normalizer)
@@ -216,17 +218,34 @@ class GatedSoftmaxAttention(torch.autograd.Function):
 
 
 def _sofa_forward(kernel, q, k, v, mask, causal, scale):
-    """(softmax(S)V, lse, the kernel's saved state, row max, first argmax) for sofa.
+    """(softmax(S)V * g, lse, the kernel's saved state, gate g, first argmax) for sofa.
 
-    On the CPU the fused kernel returns the row max with the softmax (its lse is what torch's
-    CPU backward takes); elsewhere, or where it could not be built, a row-max pass follows the kernel.
+    On the CPU the fused kernel returns the row max with the gated softmax (its lse is what
+    torch's CPU backward takes); elsewhere, or where it could not be built, a row-max pass
+    follows the kernel.
     """
-    fused = fused_forward(q, k, v, mask, causal, scale) if q.device.type == "cpu" else None
+    fused = fused_forward(q, k, v, mask, causal, scale, "sofa") if q.device.type == "cpu" else None
     if fused is not None:
         out, lse, row_max, argmax = fused
-        return out.to(q.dtype), lse, lse, row_max, argmax
+        return out.to(q.dtype), lse, lse, torch.sigmoid(lse - row_max), argmax
     out, lse, saved = kernel.forward(q, k, v, mask, causal, scale)
-    return (out, lse, saved, *_row_max(q, k, mask, causal, scale))
+    row_max, argmax = _row_max(q, k, mask, causal, scale)
+    gate = torch.sigmoid(lse - row_max)
+    return _scale_rows(out, gate), lse, saved, gate, argmax
+
+
+def _inference_forward(q, k, v, mask, causal, scale, normalizer):
+    """The gated output straight from the fused CPU kernel, or None where it does not apply.
+
+    Without a gradient to compute nothing else is needed: no autograd node, no saved state, no
+    separate gating pass (a decoding step is a few small ops, so each one counts).
+    """
+    if q.device.type != "cpu" or normalizer not in ("sofa", "softmax1"):
+        return None
+    fused = fused_forward(q, k, v, mask, causal, scale, normalizer)
+    if fused is None:
+        return None
+    return fused[0] if q.dtype == torch.float32 else fused[0].to(q.dtype)
 
 
 def _scale_rows(x, gate):
@@ -239,4 +258,8 @@ def _scale_rows(x, gate):
 def flash_attend(q, k, v, normalizer, causal, attn_mask, scale):
     """Memory-efficient attention for the normalizers in FLASH_NORMALIZERS ([B, H, L, D] each, scale > 0)."""
     mask, kernel_causal = additive_mask(attn_mask, causal, q.shape[2], k.shape[2], q.device)
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        out = _inference_forward(q, k, v, mask, kernel_causal, scale, normalizer)
+        if out is not None:
+            return out
     return GatedSoftmaxAttention.apply(q, k, v, mask, kernel_causal, scale, normalizer)

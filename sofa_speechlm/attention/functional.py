@@ -11,17 +11,19 @@ FLASH_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     """q, k, v must be [batch, heads, length, head_dim] with matching batch, heads and key length."""
-    for name, tensor in (("q", q), ("k", k), ("v", v)):
-        if tensor.dim() != 4:
-            raise ValueError(f"{name} must be [batch, heads, length, head_dim], got shape {tuple(tensor.shape)}")
-    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        name, tensor = next((n, t) for n, t in (("q", q), ("k", k), ("v", v)) if t.dim() != 4)
+        raise ValueError(f"{name} must be [batch, heads, length, head_dim], got shape {tuple(tensor.shape)}")
+    def shapes():
+        return f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+
     if q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3]:
         raise ValueError(
             "q, k and v must share batch and heads, and k, v their length (repeat grouped KV heads "
-            f"before calling attend); got {shapes}"
+            f"before calling attend); got {shapes()}"
         )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must share head_dim; got {shapes}")
+        raise ValueError(f"q and k must share head_dim; got {shapes()}")
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
         raise TypeError(f"q, k, v must share one floating dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
 

@@ -82,15 +82,18 @@ def _attentions_requested(kwargs) -> bool:
 
 def sofa_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers attention-interface function: (out [B, L, H, D], weights or None)."""
+    # Called per layer and decoding step: attribute look-ups that miss (nn.Module.__getattr__
+    # raising inside getattr) cost as much as a small op, so submodules and plain attributes
+    # are read from the module's dicts.
     setting = module.config.sofa_attention
-    normalizer, options = setting["normalizer"], dict(setting["options"])
+    normalizer, options = setting["normalizer"], setting["options"]
     gate = kwargs.get("sofa_attention_gate")
     if normalizer == GATED:
         normalizer, options = "softmax", {}
-    quantizer = getattr(module, QKV_QUANTIZER, None)
+    quantizer = module._modules.get(QKV_QUANTIZER)
     if quantizer is not None:
         query, key, value = quantizer(query, key, value)
-    groups = getattr(module, "num_key_value_groups", 1)
+    groups = vars(module).get("num_key_value_groups", 1)
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)

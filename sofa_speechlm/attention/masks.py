@@ -57,6 +57,8 @@ def additive_mask(attn_mask: torch.Tensor | None, causal: bool, q_len: int, k_le
     """
     if attn_mask is None and (not causal or q_len == k_len):
         return None, causal
+    if attn_mask is None and q_len == 1:  # a decoding step: its one query sees every key
+        return None, False
     kernel_causal = causal and q_len == k_len
     allowed, bias = split_mask(attn_mask, causal and not kernel_causal, q_len, k_len, device)
     bias = None if bias is None else bias.float()  # an fp64 mask too: the kernels take fp32

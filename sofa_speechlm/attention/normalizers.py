@@ -111,6 +111,8 @@ def get_normalizer(name: str) -> Normalizer:
 def resolve_options(name: str, options: dict) -> dict:
     """The normalizer's options with defaults filled in; unknown option names are an error."""
     normalizer = get_normalizer(name)
+    if not options and not normalizer.defaults:  # sofa, softmax, softmax1: once per attention call
+        return {}
     unknown = sorted(set(options) - set(normalizer.defaults))
     if unknown:
         accepted = ", ".join(normalizer.defaults) or "none"

@@ -9,6 +9,9 @@ best finished hypothesis is the output. An utterance stops early once a finished
 hypothesis scores at least as well as every running one: scores only fall, so ESPnet's
 answer cannot change after that point.
 
+Finished hypotheses keep only their tokens; the one KV cache (lm/kv_cache.py) follows the
+running hypotheses, so its memory is that of the live beams.
+
 Prompts are `<sos/eos> prompt` left-padded to a common length with an attention mask and
 explicit positions (so padding shifts neither OPT's nor Qwen2's position embeddings).
 """
@@ -20,6 +23,8 @@ from typing import Sequence
 
 import torch
 
+from sofa_speechlm.lm.kv_cache import BeamCache
+
 PAD_ID = 0  # <blank>; never attended to
 
 
@@ -27,13 +32,6 @@ PAD_ID = 0  # <blank>; never attended to
 class Hypothesis:
     tokens: list[int]  # continuation without <sos/eos>
     score: float  # summed log-probability (the <sos/eos> step included when it ended by itself)
-
-
-def _select_cache(cache, index: torch.Tensor) -> None:
-    """Keep (and reorder) the rows `index` of every layer's keys and values, in place."""
-    for layer in cache.layers:
-        layer.keys = layer.keys.index_select(0, index)
-        layer.values = layer.values.index_select(0, index)
 
 
 class BatchDecoder:
@@ -85,10 +83,11 @@ class BatchDecoder:
             mask[row, length - len(sequence) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        logp, cache = self._forward(input_ids, mask, positions, None)
+        cache = BeamCache()
+        logp, _ = self._forward(input_ids, mask, positions, cache)
         # Every utterance gets `beam` slots (rows utt * beam + slot); only slot 0 is live at first.
         rows = torch.arange(n, device=device).repeat_interleave(beam)
-        _select_cache(cache, rows)
+        cache.select_rows(rows)
         logp, mask = logp[rows], mask[rows]
         next_position = positions[rows, -1] + 1
         scores = torch.full((n, beam), float("-inf"), device=device)
@@ -130,13 +129,13 @@ class BatchDecoder:
             keep_t = torch.tensor(keep, device=device)
             kept_rows = (keep_t.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
             select = source_rows[kept_rows]
-            _select_cache(cache, select)
+            cache.select_rows(select)
             scores = top_scores[keep_t]
             generated = generated[kept_rows]
             mask = torch.cat([mask[select], torch.ones((len(select), 1), dtype=mask.dtype, device=device)], dim=1)
             next_position = next_position[select]
             active = [active[g] for g in keep]
-            logp, cache = self._forward(generated[:, -1:], mask, next_position.unsqueeze(1), cache)
+            logp, _ = self._forward(generated[:, -1:], mask, next_position.unsqueeze(1), cache)
             next_position = next_position + 1
         results = []
         for utterance in range(n):

@@ -1,15 +1,15 @@
 """The SOFA SpeechLM as an ESPnet LM component (AbsLM): HF causal LM + attention + adapters.
 
-Decoding keeps a KV cache per hypothesis (the keys and values of every layer, batch size 1),
-so each beam-search step feeds only the new token; ESPnet's HuggingfaceOPTModel recomputes
-the whole prefix at every step.
+Decoding keeps one KV cache for the live beam (lm/kv_cache.py), reordered to the surviving
+hypotheses at each step, so each beam-search step feeds only the new token and the cache's
+memory stays that of the live beam however many hypotheses have ended; ESPnet's
+HuggingfaceOPTModel recomputes the whole prefix at every step.
 """
 
 import logging
 from typing import Any, List, Optional, Tuple
 
 import torch
-from transformers import DynamicCache
 from typeguard import typechecked
 
 from espnet2.lm.abs_model import AbsLM
@@ -20,15 +20,12 @@ from sofa_speechlm.lm.finetune import (
     add_lora,
     quantize_base_int8,
 )
+from sofa_speechlm.lm.kv_cache import BeamCache, CacheRow
 
 # The unmodified HF attention (SDPA) is the vanilla baseline; every other name is a
 # normalizer of sofa_speechlm.attention.
 VANILLA_ATTENTION = "softmax"
 PAD_ID = 0  # ESPnet pads token ids with 0 (<blank>)
-
-# Per hypothesis: ((keys, values) of layer 0, (keys, values) of layer 1, ...), batch size 1.
-KVState = Tuple[Tuple[torch.Tensor, torch.Tensor], ...]
-
 
 def check_attention_name(attention: str) -> None:
     """Fail early on an attention normalizer that sofa_speechlm.attention does not register."""
@@ -171,38 +168,34 @@ class SofaCausalLM(AbsLM):
         return self.model(input_ids=input, use_cache=False).logits, None
 
     # ----- decoding (ESPnet scorer interface) -----
-    def score(self, y: torch.Tensor, state: Optional[KVState], x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
-        """Log-probabilities of the next token after the 1-D prefix `y`."""
+    def score(self, y: torch.Tensor, state: Optional[CacheRow], x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        """Log-probabilities of the next token after the 1-D prefix `y` (ESPnet's one-hypothesis
+        BeamSearch): the hypothesis gets a cache of its own, so its siblings' states stay valid."""
+        if state is not None:
+            state = state.cache.copy_rows(state.cache.rows_of([state])).advance(1)[0]
         logp, states = self.batch_score(y.unsqueeze(0), [state], x)
         return logp[0], states[0]
 
     def batch_score(
-        self, ys: torch.Tensor, states: List[Optional[KVState]], xs: torch.Tensor
-    ) -> Tuple[torch.Tensor, List[Optional[KVState]]]:
+        self, ys: torch.Tensor, states: List[Optional[CacheRow]], xs: torch.Tensor
+    ) -> Tuple[torch.Tensor, List[Optional[CacheRow]]]:
         """Next-token log-probabilities (n_batch, vocab) of equally long prefixes `ys`.
 
         A state covers all but the last token of its prefix, so only the tokens after the
-        cached part are fed.
+        cached part are fed. All states come from the previous call (or are None at the
+        start): the beam's one cache is reordered to them, and the returned states are its rows.
         """
-        if not self.kv_cache or states[0] is None:
-            past, new_tokens = None, ys
-        else:
-            past = DynamicCache(
-                ddp_cache_data=[
-                    (torch.cat([s[layer][0] for s in states]), torch.cat([s[layer][1] for s in states]))
-                    for layer in range(len(states[0]))
-                ]
-            )
-            new_tokens = ys[:, past.get_seq_length():]
-        output = self.model(
-            input_ids=new_tokens, past_key_values=past, use_cache=self.kv_cache, logits_to_keep=1
-        )
-        logp = output.logits[:, -1].float().log_softmax(dim=-1)
         if not self.kv_cache:
-            return logp, [None] * len(ys)
-        cache = output.past_key_values
-        new_states = [
-            tuple((layer.keys[i : i + 1], layer.values[i : i + 1]) for layer in cache.layers)
-            for i in range(len(ys))
-        ]
-        return logp, new_states
+            logits = self.model(input_ids=ys, use_cache=False, logits_to_keep=1).logits
+            return logits[:, -1].float().log_softmax(dim=-1), [None] * len(ys)
+        if all(state is None for state in states):
+            cache = BeamCache()
+        elif any(state is None for state in states):
+            raise ValueError("batch_score: states mix None (a new hypothesis) and cached hypotheses")
+        else:
+            cache = states[0].cache
+            cache.select_rows(cache.rows_of(states))
+        new_tokens = ys[:, cache.get_seq_length():]
+        output = self.model(input_ids=new_tokens, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logp = output.logits[:, -1].float().log_softmax(dim=-1)
+        return logp, cache.advance(len(ys))

@@ -6,11 +6,13 @@
 //
 // Inputs are fp32 [B, H, L, D] with unit stride along D (any other strides), an optional fp32
 // additive mask broadcast to [B, H, Lq, Lk] with unit stride along keys (-inf forbids a key),
-// and a causal flag (top-left triangle, used for Lq == Lk). Outputs: out = softmax(S)V
-// ([B, H, Lq, Dv]), lse, row max and first argmax ([B, H, Lq]). A row with no allowed key gives
-// out = 0, lse = max = -inf and argmax = 0 (callers give such rows a zero gate); a row of NaN
-// scores gives NaN and argmax 0, so that a backward through it yields NaN gradients (which
-// trainers skip) rather than an index error.
+// and a causal flag (top-left triangle, used for Lq == Lk). Outputs: out = softmax(S)V times a
+// per-row gate ([B, H, Lq, Dv]), lse, row max and first argmax ([B, H, Lq]). The gate is 1, SOFA's
+// sigmoid(lse - max) or Softmax1's sigmoid(lse): with s = sum_j exp(S_j - max) the gated output
+// is sum_j exp(S_j - max) V_j over s, 1 + s or s + exp(-max), so gating costs nothing. A row
+// with no allowed key gives out = 0, lse = max = -inf and argmax = 0; a row with a NaN score
+// gives out = lse = max = NaN and argmax 0, so that a backward through it yields NaN gradients
+// (which trainers skip) rather than an index error.
 
 #include <torch/extension.h>
 
@@ -21,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 // MKL's BLAS, which torch's CPU build links and exports (column-major, Fortran calling style).
@@ -33,7 +36,10 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr int64_t kLanes = Vec::size();
+// Output gates (see the header): out = softmax(S)V times 1, sigmoid(lse - max) or sigmoid(lse).
+constexpr int64_t kGateNone = 0, kGateSofa = 1, kGateSoftmax1 = 2;
 
 // Row-major C[m x n] = alpha * A[m x k] . op(B) + beta * C, with B given as [n x k] (op = B^T,
 // b_transposed) or [k x n]; each row of A, B, C contiguous with the given leading dimension.
@@ -81,7 +87,8 @@ struct Strides {
 
 std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const c10::optional<at::Tensor>& mask, bool causal, double scale,
-                                int64_t q_block, int64_t kv_block) {
+                                int64_t q_block, int64_t kv_block, int64_t gate) {
+  TORCH_CHECK(gate == kGateNone || gate == kGateSofa || gate == kGateSoftmax1, "sofa_flash_cpu: unknown gate ", gate);
   TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == at::kFloat && k.scalar_type() == at::kFloat &&
                   v.scalar_type() == at::kFloat,
               "sofa_flash_cpu: q, k, v must be fp32 CPU tensors");
@@ -122,12 +129,18 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
   int64_t* arg_data = argmax.data_ptr<int64_t>();
 
   const int64_t q_blocks = (q_len + q_block - 1) / q_block;
+  // Buffers as large as this call needs: a decoding step (one query, a few hundred keys) must
+  // not pay for a full tile (256 KiB, a fresh mapping and its page faults on every call).
+  const int64_t tile_rows = std::min(q_block, q_len);
+  const int64_t tile_cols = std::min(kv_block, (k_len + kLanes - 1) / kLanes * kLanes);
   at::parallel_for(0, batch * heads * q_blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(q_block * kv_block), acc(q_block * v_dim), sums(q_block), maxima(q_block);
-    std::vector<int64_t> first(q_block);
+    std::unique_ptr<float[]> score_tile(new float[tile_rows * tile_cols]);  // written before read
+    std::vector<float> acc(tile_rows * v_dim), sums(tile_rows), maxima(tile_rows);
+    std::vector<int64_t> first(tile_rows);
+    float* const scores = score_tile.get();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / (heads * q_blocks), h = task / q_blocks % heads, q_start = task % q_blocks * q_block;
-      const int64_t rows = std::min(q_block, q_len - q_start);
+      const int64_t rows = std::min(tile_rows, q_len - q_start);
       const float* q_rows = q_data + b * qs.batch + h * qs.head + q_start * qs.row;
       const float* k_head = k_data + b * ks.batch + h * ks.head;
       const float* v_head = v_data + b * vs.batch + h * vs.head;
@@ -138,14 +151,14 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
       std::fill(first.begin(), first.end(), -1);
       // Under the causal triangle, key blocks right of the last row's diagonal are skipped.
       const int64_t k_end = causal ? q_start + rows : k_len;
-      for (int64_t k_start = 0; k_start < k_end; k_start += kv_block) {
-        const int64_t cols = std::min(kv_block, k_end - k_start);
+      for (int64_t k_start = 0; k_start < k_end; k_start += tile_cols) {
+        const int64_t cols = std::min(tile_cols, k_end - k_start);
         const int64_t padded = (cols + kLanes - 1) / kLanes * kLanes;  // extra columns hold -inf
         row_major_gemm(rows, cols, dim, static_cast<float>(scale), q_rows, qs.row, k_head + k_start * ks.row, ks.row,
-                       true, 0.0f, scores.data(), kv_block);
+                       true, 0.0f, scores, tile_cols);
         const bool on_diagonal = causal && k_start + cols > q_start;
         for (int64_t r = 0; r < rows; ++r) {
-          float* row = scores.data() + r * kv_block;
+          float* row = scores + r * tile_cols;
           if (mask_rows) {
             const float* bias = mask_rows + r * mask_row + k_start;
             for (int64_t j = 0; j < cols; ++j) row[j] += bias[j];
@@ -154,6 +167,7 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
           const int64_t allowed = on_diagonal ? std::clamp<int64_t>(q_start + r - k_start + 1, 0, cols) : cols;
           std::fill(row + allowed, row + padded, kNegInf);
           const auto [block_max, block_arg] = first_max(row, padded);
+          if (std::isnan(block_max)) maxima[r] = kNaN;  // the row's output is NaN, whatever follows
           const float previous = maxima[r];
           if (block_max > previous) {  // later keys win only when strictly larger: first argmax on ties
             maxima[r] = block_max;
@@ -173,17 +187,22 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
           }
           sums[r] += block_sum;
         }
-        row_major_gemm(rows, v_dim, cols, 1.0f, scores.data(), kv_block, v_head + k_start * vs.row, vs.row, false,
+        row_major_gemm(rows, v_dim, cols, 1.0f, scores, tile_cols, v_head + k_start * vs.row, vs.row, false,
                        1.0f, acc.data(), v_dim);
       }
       const int64_t first_row = (b * heads + h) * q_len + q_start;
       for (int64_t r = 0; r < rows; ++r) {
         const float total = sums[r];
-        const float inverse = total > 0.0f ? 1.0f / total : 0.0f;
+        // total = sum_j exp(S_j - max): the gated denominators of the header follow from it.
+        float denominator = total;
+        if (gate == kGateSofa) denominator = 1.0f + total;
+        if (gate == kGateSoftmax1) denominator = total + std::exp(-maxima[r]);
+        const bool nan_row = std::isnan(maxima[r]);
+        const float inverse = nan_row ? kNaN : total > 0.0f ? 1.0f / denominator : 0.0f;
         float* out_row = out_data + (first_row + r) * v_dim;
         const float* acc_row = acc.data() + r * v_dim;
         for (int64_t d = 0; d < v_dim; ++d) out_row[d] = acc_row[d] * inverse;
-        lse_data[first_row + r] = total > 0.0f ? maxima[r] + std::log(total) : kNegInf;
+        lse_data[first_row + r] = nan_row ? kNaN : total > 0.0f ? maxima[r] + std::log(total) : kNegInf;
         max_data[first_row + r] = maxima[r];
         arg_data[first_row + r] = std::max<int64_t>(first[r], 0);
       }
@@ -193,5 +212,5 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "flash attention forward returning out, lse, row max and first argmax");
+  m.def("forward", &forward, "flash attention forward returning the gated out, lse, row max and first argmax");
 }
