@@ -5,6 +5,7 @@ Linear8bitLt, which also runs on CPU) rather than NF4. Which weights count as ne
 besides the adapters (the joint-vocabulary layers) is decided by SofaCausalLM.
 """
 
+import contextlib
 import logging
 import warnings
 from typing import Dict, List, Optional, Sequence
@@ -51,6 +52,14 @@ def resolve_lora_targets(model: PreTrainedModel, targets: Optional[Sequence[str]
     return list(targets)
 
 
+@contextlib.contextmanager
+def _quiet_peft_deprecation():
+    """PEFT asks a k-bit model transformers' deprecated `is_gradient_checkpointing`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
+
+
 def int8_base_config(threshold: float):
     """transformers' BitsAndBytesConfig of the frozen int8 base (LLM.int8, Dettmers et al. 2022)."""
     from transformers import BitsAndBytesConfig
@@ -87,8 +96,7 @@ def quantize_base_int8(model: PreTrainedModel, threshold: float = DEFAULT_QLORA_
         if linear.bias is not None:
             quantized.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
     model.is_loaded_in_8bit = True  # as after transformers' 8-bit loading: PEFT then wraps them as int8 layers
-    with warnings.catch_warnings():  # PEFT asks transformers a deprecated question (is_gradient_checkpointing)
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+    with _quiet_peft_deprecation():
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
@@ -130,4 +138,5 @@ def add_lora(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with _quiet_peft_deprecation():
+        return get_peft_model(model, config)
