@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from sofa_speechlm.bin import evaluate
+from sofa_speechlm.bin import evaluate, lm_export
 from sofa_speechlm.eval.perplexity import perplexity
 from sofa_speechlm.lm.causal_lm import SofaCausalLM
 from sofa_speechlm.lm.experiment import AVERAGED_MODEL, LMExperiment
@@ -162,6 +162,16 @@ def test_as_trained_qlora_scores_as_the_model_that_trained(tmp_path):
     scores = yaml.safe_load((exp / "eval/as_trained/scores.json").read_text(encoding="utf-8"))
     assert (scores["variant"], scores["finetune"], scores["method"]) == ("as_trained", "qlora", "llm_int8_t0")
     assert scores["metrics"]["text_ppl"] == pytest.approx(trained.ppl, rel=1e-6)
+    # The merged export (stage 4) puts the adapters on the fp32 base: close to, not equal to, the int8 model.
+    lm_export.main(["--train_config", str(exp / "config.yaml"), "--model_file", str(exp / AVERAGED_MODEL),
+                    "--output_dir", str(exp / "merged")])
+    merged, _ = LMExperiment.find(exp).load("cpu")
+    assert not int8_layers(merged)
+    batch = torch.tensor([[len(tokens) - 1] + ids[0]])
+    with torch.no_grad():
+        merged_logits, int8_logits = merged(input_ids=batch).logits, loaded(input_ids=batch).logits
+    error = (merged_logits - int8_logits).abs().max()
+    assert 0 < error < 0.03 * merged_logits.abs().max(), float(error)
     with pytest.raises(ValueError, match="finetune 'full' has no adapters"):
         config["lm_conf"] = dict(hf_config=TINY_OPT, attention="sofa", finetune="full")
         (exp / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
