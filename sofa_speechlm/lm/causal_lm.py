@@ -133,6 +133,7 @@ class SofaCausalLM(AbsLM):
         logging.info(f"SofaCausalLM ({finetune}): {trainable:,} of {total:,} parameters train")
 
     def _apply(self, fn, recurse=True):
+        """Every .to()/.cuda() of the model: a qlora base's int8 statistics follow its moved weights."""
         super()._apply(fn, recurse)
         if self.finetune == "qlora":
             int8_state_follows_weight(self)
