@@ -406,6 +406,9 @@ if wants_stage 6; then
         [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 6 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
         fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
         variants=(fp)
+        # A qlora LM is also scored as it trained (int8 base + unmerged adapters), beside its merged fp model.
+        finetune=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"].get("finetune", "full"))' "${lm_exp}/config.yaml")
+        [ "${finetune}" = qlora ] && variants+=(as_trained)
         for ptq_dir in "${lm_exp}"/ptq/*/; do
             [ -f "${ptq_dir}.done" ] && variants+=("$(basename "${ptq_dir}")")
         done
@@ -413,13 +416,15 @@ if wants_stage 6; then
         todo=(); todo_opts=(--fp false)
         for variant in "${variants[@]}"; do
             model_id=${fp_model_id}
-            [ "${variant}" != fp ] && model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
+            [ -f "${lm_exp}/ptq/${variant}/.done" ] && model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
             if stage_finished "6.lm_${lm_name}.${variant}" "${eval_settings} model=${model_id}" && [ -f "${lm_exp}/eval/${variant}/scores.json" ]; then
                 log "Stage 6: ${lm_exp}/eval/${variant}/scores.json already complete; skipping"
                 continue
             fi
             todo+=("${variant}:${model_id}")
-            if [ "${variant}" = fp ]; then todo_opts[1]=true; else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
+            if [ "${variant}" = fp ]; then todo_opts[1]=true
+            elif [ "${variant}" = as_trained ]; then todo_opts+=(--as_trained true)
+            else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
         done
         if [ ${#todo[@]} -gt 0 ]; then
             log "Stage 6: evaluating ${lm_name}: ${todo[*]%%:*} -> ${lm_exp}/eval/<variant>/scores.json (log: ${lm_exp}/eval/evaluate.log)"

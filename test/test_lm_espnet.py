@@ -192,3 +192,30 @@ def test_paper_configs_have_the_paper_hyperparameters_and_build(experiment, tmp_
         "--output_dir", str(tmp_path / "unused"), "--lm_conf", f"pretrained={tmp_path / 'opt'}", "--lm_conf", "hf_config=null",
     ])
     assert SofaLMTask.build_model(args).lm.model.config.num_hidden_layers == 1
+
+
+def test_espnet_trains_a_qlora_model_on_cpu_and_stage_6_loads_it_as_trained(experiment, tmp_path):
+    from sofa_speechlm.lm.experiment import LMExperiment
+
+    config = yaml.safe_load((REPO / "conf/lm/tiny_sofa_full.yaml").read_text(encoding="utf-8"))
+    config["lm_conf"].update(finetune="qlora", qlora_threshold=0.0, lora_conf=dict(rank=4, alpha=8, dropout=0.0))
+    (tmp_path / "qlora.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    lm_train.main([
+        "--config", str(tmp_path / "qlora.yaml"), "--token_list", str(experiment / "tokens.txt"),
+        "--bpemodel", str(experiment / "bpe/bpe.model"), "--token_type", "bpe", "--ngpu", "0", "--num_workers", "0",
+        "--train_data_path_and_name_and_type", f"{experiment / 'train.txt'},text,text",
+        "--valid_data_path_and_name_and_type", f"{experiment / 'dev.txt'},text,text",
+        "--train_shape_file", str(experiment / "stats/train/text_shape"),
+        "--valid_shape_file", str(experiment / "stats/valid/text_shape"), "--output_dir", str(tmp_path / "exp"),
+        "--max_epoch", "1", "--num_iters_per_epoch", "3", "--batch_bins", "400", "--use_tensorboard", "false",
+        "--use_matplotlib", "false",
+    ])
+    saved = torch.load(tmp_path / "exp/valid.loss.ave.pth", map_location="cpu")
+    lora_b = [value for name, value in saved.items() if "lora_B" in name]
+    assert lora_b and any(value.abs().sum() > 0 for value in lora_b)  # the adapters trained (B starts at zero)
+    assert not any(name.endswith(("SCB", "weight_format")) or ".base_layer." in name for name in saved)  # base not saved
+    model, args = LMExperiment.find_as_trained(tmp_path / "exp").load("cpu")
+    int8 = [m for m in model.modules() if type(m).__name__ == "Linear8bitLt" and hasattr(m, "state")]
+    assert int8 and all(m.weight.dtype == torch.int8 and m.state.threshold == 0.0 for m in int8)
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[len(args.token_list) - 1, 5, 6, 7]])).logits).all()

@@ -6,6 +6,9 @@ The full-precision stage-4 model:
 Stage-5 variants of it (checked to come from that experiment and vocabulary), and with --fp
 true the full-precision model too, in one process (Whisper and the vocoder are loaded once):
     python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --ptq_dir exp/lm_x/ptq/rtn_w8a8 ... [--fp true]
+A lora/qlora experiment as it trained (qlora: int8 base + unmerged adapters, not the merged
+fp32 model that --fp scores), as the variant `as_trained`:
+    python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --as_trained true   # -> exp/lm_x/eval/as_trained
 The reference rows (Whisper on the ground-truth audio and on the vocoder's resynthesis):
     python -m sofa_speechlm.bin.evaluate --reference --output_dir exp/eval/reference
 
@@ -32,6 +35,7 @@ from sofa_speechlm.eval.whisper import default_whisper_model
 EVAL_SETS = ("textlm", "speechlm", "asr", "tts")
 REFERENCES = ("ground_truth", "resynthesis")
 QUANT_CONFIG = "quant_config.yaml"  # stage 5 (sofa_speechlm.quant) writes it
+AS_TRAINED = "as_trained"  # the variant name of an adapter model scored unmerged
 
 
 def str2bool(value: str) -> bool:
@@ -47,6 +51,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exp_dir", help="stage-4 LM experiment dir (exp/lm_<name>)")
     parser.add_argument("--ptq_dir", nargs="+", action="extend", default=[], help="stage-5 variant dirs of that experiment (exp/lm_<name>/ptq/<variant>)")
     parser.add_argument("--fp", type=str2bool, default=None, help="also score the full-precision model (default: only without --ptq_dir)")
+    parser.add_argument("--as_trained", type=str2bool, default=False,
+                        help="also score a lora/qlora experiment as it trained (qlora: int8 base + adapters), variant as_trained")
     parser.add_argument("--reference", action="store_true", help="score the TTS reference rows instead of a model")
     parser.add_argument("--output_dir", help="default: <exp_dir>/eval/<fp|variant>, or exp/eval/reference (one model only)")
     parser.add_argument("--lm_text_dir", default="dump/lm_text/test", help="test LM text: textlm.txt speechlm.txt asr.txt tts.txt")
@@ -90,12 +96,12 @@ def fingerprint(*paths: Path) -> str:
 class Subject:
     """The model under evaluation: its scores.json header, loader and vocabulary."""
 
-    def __init__(self, args, ptq_dir: str | None):
+    def __init__(self, args, ptq_dir: str | None, as_trained: bool = False):
         from sofa_speechlm.lm.experiment import LMExperiment
 
         self.args = args
         self.ptq_dir = ptq_dir
-        self.experiment = LMExperiment.find(args.exp_dir)
+        self.experiment = LMExperiment.find_as_trained(args.exp_dir) if as_trained else LMExperiment.find(args.exp_dir)
         config = yaml.safe_load(self.experiment.train_config.read_text(encoding="utf-8"))
         self.token_list = config["token_list"]
         if isinstance(self.token_list, str):
@@ -113,6 +119,13 @@ class Subject:
         self.quant_config = None
         if ptq_dir:
             self._check_ptq_dir(Path(ptq_dir))
+        if as_trained and self.header["finetune"] == "qlora":
+            from sofa_speechlm.lm.finetune import DEFAULT_QLORA_THRESHOLD
+
+            threshold = lm_conf.get("qlora_threshold", DEFAULT_QLORA_THRESHOLD)
+            self.header.update(variant=AS_TRAINED, method=f"llm_int8_t{threshold:g}", setting="W8A8", execution="real")
+        elif as_trained:
+            self.header.update(variant=AS_TRAINED)
         self._model = None
 
     def _check_ptq_dir(self, ptq_dir: Path) -> None:
@@ -161,15 +174,15 @@ class Subject:
         return self._model
 
 
-def default_output_dir(args, ptq_dir: str | None = None) -> Path:
+def default_output_dir(args, ptq_dir: str | None = None, as_trained: bool = False) -> Path:
     if args.output_dir:
         return Path(args.output_dir)
     if args.reference:
         return Path("exp/eval/reference")
-    return Path(args.exp_dir) / "eval" / (Path(ptq_dir).name if ptq_dir else "fp")
+    return Path(args.exp_dir) / "eval" / (Path(ptq_dir).name if ptq_dir else AS_TRAINED if as_trained else "fp")
 
 
-def evaluate_model(args, ptq_dir: str | None = None) -> Path:
+def evaluate_model(args, ptq_dir: str | None = None, as_trained: bool = False) -> Path:
     from sofa_speechlm.eval.asr import score_asr
     from sofa_speechlm.eval.decoding import BatchDecoder
     from sofa_speechlm.eval.latency import ms_per_token
@@ -178,8 +191,8 @@ def evaluate_model(args, ptq_dir: str | None = None) -> Path:
     from sofa_speechlm.eval.tts import score_tts
     from sofa_speechlm.text.tokenizer import JointTokenizer
 
-    subject = Subject(args, ptq_dir)
-    output_dir = default_output_dir(args, ptq_dir)
+    subject = Subject(args, ptq_dir, as_trained)
+    output_dir = default_output_dir(args, ptq_dir, as_trained)
     scores = Scores(output_dir, subject.header)
     tokenizer = JointTokenizer(subject.bpemodel, subject.token_list)
     model_id = fingerprint(*subject.model_files)
@@ -371,10 +384,12 @@ def main(cmd=None) -> None:
             raise SystemExit(f"--{name} {getattr(args, name)}: expected >= 1")
     with_fp = args.fp if args.fp is not None else not args.ptq_dir
     models = ([None] if with_fp else []) + list(args.ptq_dir)
-    if args.output_dir and len(models) > 1:
-        raise SystemExit(f"--output_dir names one model's dir, but {len(models)} models are scored; leave it out")
+    if args.output_dir and len(models) + args.as_trained > 1:
+        raise SystemExit(f"--output_dir names one model's dir, but {len(models) + args.as_trained} models are scored; leave it out")
     for ptq_dir in models:
         evaluate_model(args, ptq_dir)
+    if args.as_trained:
+        evaluate_model(args, as_trained=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from sofa_speechlm.bin import add_log_level, setup_logging
 def _build(config: dict, finetune: str):
     config = copy.deepcopy(config)
     config["lm_conf"]["finetune"] = finetune
+    config["lm_conf"].pop("qlora_threshold", None)  # the merge uses the full-precision base
     if finetune == "full":
         config["lm_conf"].pop("lora_conf", None)
     return config, SofaLMTask.build_model(argparse.Namespace(**config))

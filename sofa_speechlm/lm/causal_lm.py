@@ -16,8 +16,10 @@ from espnet2.lm.abs_model import AbsLM
 from sofa_speechlm.lm.backbone import adapt_vocabulary, build_random, load_pretrained
 from sofa_speechlm.lm.finetune import (
     DEFAULT_LORA_CONF,
+    DEFAULT_QLORA_THRESHOLD,
     FINETUNE_MODES,
     add_lora,
+    int8_state_follows_weight,
     quantize_base_int8,
 )
 from sofa_speechlm.lm.kv_cache import BeamCache, CacheRow
@@ -63,6 +65,8 @@ class SofaCausalLM(AbsLM):
         attention_conf: options passed to `apply_attention`.
         finetune: `full`, `lora` or `qlora` (int8 frozen base + LoRA).
         lora_conf: rank, alpha, dropout, target_modules (default: attention and MLP linears).
+        qlora_threshold: qlora's LLM.int8 outlier threshold (default 6.0; 0: no fp16 columns).
+            The int8 base quantizes when the model is first moved to its device (ESPnet does).
         kv_cache: reuse keys/values across decoding steps (off only to check equivalence).
     """
 
@@ -77,6 +81,7 @@ class SofaCausalLM(AbsLM):
         attention_conf: Optional[dict] = None,
         finetune: str = "full",
         lora_conf: Optional[dict] = None,
+        qlora_threshold: Optional[float] = None,
         kv_cache: bool = True,
     ):
         super().__init__()
@@ -88,6 +93,8 @@ class SofaCausalLM(AbsLM):
                 f"'hf_config' (inline HF config); got pretrained={pretrained!r}, "
                 f"hf_config={'set' if hf_config else None}"
             )
+        if qlora_threshold is not None and finetune != "qlora":
+            raise ValueError(f"lm_conf.qlora_threshold: set for finetune '{finetune}'; it applies to qlora only")
         check_attention_name(attention)
         lora_options = _check_lora_conf(lora_conf)
 
@@ -109,7 +116,7 @@ class SofaCausalLM(AbsLM):
             for parameter in model.parameters():
                 parameter.requires_grad_(id(parameter) in new_ids)
             if finetune == "qlora":
-                quantize_base_int8(model)
+                quantize_base_int8(model, DEFAULT_QLORA_THRESHOLD if qlora_threshold is None else qlora_threshold)
             target_modules = lora_options.pop("target_modules")
             model = add_lora(model, target_modules=target_modules, **lora_options)
             for parameter in new_parameters:
@@ -121,6 +128,13 @@ class SofaCausalLM(AbsLM):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
         logging.info(f"SofaCausalLM ({finetune}): {trainable:,} of {total:,} parameters train")
+
+    def _apply(self, fn, recurse=True):
+        """Every .to()/.cuda() of the model: a qlora base's int8 statistics follow its moved weights."""
+        super()._apply(fn, recurse)
+        if self.finetune == "qlora":
+            int8_state_follows_weight(self)
+        return self
 
     # ----- checkpoints: adapter modes save and load only what trains -----
     def _trainable_names(self) -> set:

@@ -5,7 +5,9 @@ Linear8bitLt, which also runs on CPU) rather than NF4. Which weights count as ne
 besides the adapters (the joint-vocabulary layers) is decided by SofaCausalLM.
 """
 
+import contextlib
 import logging
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -21,6 +23,9 @@ DEFAULT_LORA_TARGETS: Dict[str, List[str]] = {
 }
 # The paper's LoRA hyperparameters.
 DEFAULT_LORA_CONF = dict(rank=256, alpha=256, dropout=0.05, target_modules=None)
+# LLM.int8's outlier threshold (the paper's QLoRA base is "Int8 (Dettmers et al., 2022)", whose
+# default, also transformers', is 6.0). 0.0 quantizes the outlier columns too (docs/qlora.md).
+DEFAULT_QLORA_THRESHOLD = 6.0
 
 
 def _decoder_linear_names(model: PreTrainedModel) -> Dict[str, torch.nn.Linear]:
@@ -47,30 +52,71 @@ def resolve_lora_targets(model: PreTrainedModel, targets: Optional[Sequence[str]
     return list(targets)
 
 
-def quantize_base_int8(model: PreTrainedModel) -> None:
-    """Replace every frozen decoder linear by a bitsandbytes int8 Linear8bitLt, in place."""
+@contextlib.contextmanager
+def _quiet_peft_deprecation():
+    """PEFT asks a k-bit model transformers' deprecated `is_gradient_checkpointing`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
+
+
+def int8_base_config(threshold: float):
+    """transformers' BitsAndBytesConfig of the frozen int8 base (LLM.int8, Dettmers et al. 2022)."""
+    from transformers import BitsAndBytesConfig
+
+    if not threshold >= 0.0:
+        raise ValueError(f"lm_conf.qlora_threshold: expected a number >= 0 (0: no fp16 outlier columns), got {threshold}")
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(threshold))
+
+
+def quantize_base_int8(model: PreTrainedModel, threshold: float = DEFAULT_QLORA_THRESHOLD) -> None:
+    """Swap every frozen decoder linear for a bitsandbytes Linear8bitLt, in place.
+
+    The swap is transformers' (`replace_with_bnb_linear`); the weights go in as transformers
+    loads them, unquantized `Int8Params` that quantize on their first `.to(device)`: ESPnet's
+    placement of the model on the training device (or the forward pass, if nothing moves it).
+    Quantizing here, on the CPU where the model is built, made the later move to CUDA leave
+    bitsandbytes' int8 state behind. `threshold` is LLM.int8's outlier threshold: input
+    columns with a value above it stay in fp16 (0 quantizes every column).
+    """
     import bitsandbytes as bnb
+    from peft import prepare_model_for_kbit_training
+    from transformers.integrations import replace_with_bnb_linear
 
     # bitsandbytes logs a float16-cast warning on every int8 matmul of a float32 input.
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    for name, linear in _decoder_linear_names(model).items():
-        if linear.weight.requires_grad:
-            continue
-        parent_name, child = name.rsplit(".", 1)
-        quantized = bnb.nn.Linear8bitLt(
-            linear.in_features,
-            linear.out_features,
-            bias=linear.bias is not None,
-            has_fp16_weights=False,
-            threshold=6.0,
-        )
-        quantized.weight = bnb.nn.Int8Params(
-            linear.weight.data.clone(), requires_grad=False, has_fp16_weights=False
-        )
+    frozen = {name: linear for name, linear in _decoder_linear_names(model).items() if not linear.weight.requires_grad}
+    others = [name for name, module in model.named_modules() if type(module) is torch.nn.Linear and name not in frozen]
+    replace_with_bnb_linear(model, modules_to_not_convert=others, quantization_config=int8_base_config(threshold))
+    for name, linear in frozen.items():
+        quantized = model.get_submodule(name)
+        if not isinstance(quantized, bnb.nn.Linear8bitLt):
+            raise RuntimeError(f"{name}: transformers did not swap it for an int8 linear")
+        quantized.weight = bnb.nn.Int8Params(linear.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
         if linear.bias is not None:
-            quantized.bias = torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
-        # Int8Params quantizes when moved to a device.
-        setattr(model.get_submodule(parent_name), child, quantized.to(linear.weight.device))
+            quantized.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+    model.is_loaded_in_8bit = True  # as after transformers' 8-bit loading: PEFT then wraps them as int8 layers
+    with _quiet_peft_deprecation():
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def int8_state_follows_weight(module: torch.nn.Module) -> None:
+    """Point each Linear8bitLt's int8 statistics at its weight's device and storage, in place.
+
+    bitsandbytes keeps the codes (CB) and row scales (SCB) of a quantized weight as plain
+    attributes, which nn.Module.to does not move: after moving a quantized model they would
+    stay behind on the old device. Call after every move (SofaCausalLM does).
+    """
+    import bitsandbytes as bnb
+
+    for layer in module.modules():
+        if not isinstance(layer, bnb.nn.Linear8bitLt) or layer.weight.dtype != torch.int8:
+            continue
+        weight, state = layer.weight, layer.state
+        if getattr(weight, "CB", None) is not None:  # quantized, not yet run
+            weight.CB, weight.SCB = weight.data, weight.SCB.to(weight.device)
+        if state.CB is not None:  # run: the statistics live in the matmul state
+            state.CB, state.SCB = weight.data, state.SCB.to(weight.device)
 
 
 def add_lora(
@@ -92,4 +138,5 @@ def add_lora(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with _quiet_peft_deprecation():
+        return get_peft_model(model, config)
