@@ -1,0 +1,29 @@
+"""The dev metric: unit error rate (UER) of a quantized tokenizer against full precision.
+
+UER = the percentage of 50 Hz frames of the dev set whose k-means unit differs from the unit
+the full-precision tokenizer gives that frame (quantization changes no frame count, so frames
+align one to one). It stands in for the paper's ASR WER in Algorithm 1 and 2: 0 for the full-
+precision model by definition, so the degradation Delta of Algorithm 1 is the UER itself."""
+from __future__ import annotations
+
+import numpy as np
+
+from sofa_speechlm.speech.kmeans import KmeansQuantizer
+
+
+class UnitErrorRate:
+    """Callable: UER (%) of the reader's model as it is now against the units computed at init."""
+
+    def __init__(self, reader, kmeans: KmeansQuantizer, waveforms: list[np.ndarray]):
+        self.reader, self.kmeans, self.waveforms = reader, kmeans, waveforms
+        self.reference = self.units()
+        self.frames = sum(len(units) for units in self.reference)
+        if self.frames == 0:
+            raise ValueError("the dev set gives no frames")
+
+    def units(self) -> list[np.ndarray]:
+        return [self.kmeans(self.reader.extract(waveform)) for waveform in self.waveforms]
+
+    def __call__(self) -> float:
+        errors = sum(int((hyp != ref).sum()) for hyp, ref in zip(self.units(), self.reference))
+        return 100.0 * errors / self.frames
