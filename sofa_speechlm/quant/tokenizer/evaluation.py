@@ -12,7 +12,8 @@ from sofa_speechlm.speech.kmeans import KmeansQuantizer
 
 
 class UnitErrorRate:
-    """Callable: UER (%) of the reader's model as it is now against the units computed at init."""
+    """Callable: UER (%) of the reader's model as it is now (or of another reader given to the
+    call, e.g. a loaded quantized tokenizer) against the full-precision units computed at init."""
 
     def __init__(self, reader, kmeans: KmeansQuantizer, waveforms: list[np.ndarray]):
         self.reader, self.kmeans, self.waveforms = reader, kmeans, waveforms
@@ -21,9 +22,25 @@ class UnitErrorRate:
         if self.frames == 0:
             raise ValueError("the dev set gives no frames")
 
-    def units(self) -> list[np.ndarray]:
-        return [self.kmeans(self.reader.extract(waveform)) for waveform in self.waveforms]
+    def units(self, reader=None) -> list[np.ndarray]:
+        return [self.kmeans((reader or self.reader).extract(waveform)) for waveform in self.waveforms]
 
-    def __call__(self) -> float:
-        errors = sum(int((hyp != ref).sum()) for hyp, ref in zip(self.units(), self.reference))
+    def __call__(self, reader=None) -> float:
+        errors = sum(int((hyp != ref).sum()) for hyp, ref in zip(self.units(reader), self.reference))
         return 100.0 * errors / self.frames
+
+
+def extraction_ms_per_second(reader, waveforms: list[np.ndarray], repeats: int = 3) -> float:
+    """Best-of-``repeats`` wall time of extracting the features of all ``waveforms``, in ms per
+    second of audio (after one warm-up utterance)."""
+    import time
+
+    reader.extract(waveforms[0])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for waveform in waveforms:
+            reader.extract(waveform)
+        best = min(best, time.perf_counter() - start)
+    seconds = sum(len(waveform) for waveform in waveforms) / reader.sample_rate
+    return 1000.0 * best / seconds

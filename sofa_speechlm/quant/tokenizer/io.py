@@ -86,7 +86,7 @@ def quantize_reader(reader: HubertFeatureReader, plan: QuantPlan, scope: str, ex
             logging.warning("%s; the quantized tokenizer runs simulated", error)
             converted, use_real = [], False
         rest = QuantPlan(plan.act_bits, {n: c for n, c in plan.clips.items() if n not in converted}, plan.weight_bits)
-        apply_simulated(quantizable_layers(reader.model, scope, source) if converted else layers, rest) if rest.clips else None
+        apply_simulated({n: m for n, m in layers.items() if n not in converted}, rest)
     else:
         apply_simulated(layers, plan)
     return "real" if use_real else "simulated"
