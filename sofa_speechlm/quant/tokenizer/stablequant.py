@@ -59,10 +59,14 @@ def stablequant(layers, hists, weight_bits, act_bits, evaluate, gamma=DEFAULT_GA
     grid = percentile_grid() if grid is None else grid
     deltas = select_layers(layers, hists, act_bits, evaluate, gamma)
     selected = [name for name, delta in deltas.items() if delta > gamma]
-    curve = {}
+    curve, scored = {}, {}  # neighbouring p often give the same clips (the MSE optimum lies below both cut-offs)
     for p in tqdm(grid if selected else [0.0], desc=f"percentile search W{weight_bits}A{act_bits}", mininterval=10):
-        with simulated(layers, adaptive_plan(hists, selected, p, weight_bits, act_bits)):
-            curve[p] = evaluate()
+        plan = adaptive_plan(hists, selected, p, weight_bits, act_bits)
+        key = tuple(plan.clips[name] for name in selected)
+        if key not in scored:
+            with simulated(layers, plan):
+                scored[key] = evaluate()
+        curve[p] = scored[key]
     p_opt = min(curve, key=lambda p: (curve[p], p))
     logging.info("W%dA%d: p_opt = %g (dev UER %.3f%%) for %s", weight_bits, act_bits, p_opt, curve[p_opt], ", ".join(selected) or "no layer")
     details = {"gamma": gamma, "selection_uer": deltas, "selected": selected, "p_opt": p_opt, "p_curve": curve}
