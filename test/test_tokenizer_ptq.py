@@ -13,7 +13,7 @@ from sofa_speechlm.quant.real import real_kernel_available
 from sofa_speechlm.quant.tokenizer.apply import QuantPlan, simulated
 from sofa_speechlm.quant.tokenizer.audio import sample_waveforms
 from sofa_speechlm.quant.tokenizer.calibrators import CALIBRATORS, Histogram, entropy_clip, percentile_clip, search_clip
-from sofa_speechlm.quant.tokenizer.evaluation import UnitErrorRate
+from sofa_speechlm.quant.tokenizer.evaluation import UnitErrorRate, edit_distance
 from sofa_speechlm.quant.tokenizer.io import quantize_reader
 from sofa_speechlm.quant.tokenizer.layers import LayerError, quantizable_layers
 from sofa_speechlm.quant.tokenizer.stablequant import calibrate, percentile_grid, select_layers
@@ -101,6 +101,12 @@ def test_max_percentile_and_entropy_clips():
     assert set(CALIBRATORS) == {"max", "percentile", "mse", "entropy"}
 
 
+@pytest.mark.parametrize("reference, hypothesis, distance", [
+    ([1, 2, 3], [1, 3], 1), ([1, 2, 3], [3, 2, 1], 2), ([], [1, 2], 2), ([4, 4], [], 2), ([1, 2, 3, 4], [0, 1, 2, 3], 2)])
+def test_edit_distance_of_deduplicated_units(reference, hypothesis, distance):
+    assert edit_distance(reference, hypothesis) == distance
+
+
 def test_layer_selection_picks_the_planted_layer(setup):
     _, _, layers, hists, uer = setup
     deltas = select_layers(layers, hists, 8, uer, gamma=20.0)
@@ -148,6 +154,7 @@ def test_fairseq_checkpoint_through_the_clis(setup, tmp_path):
     assert rows["stablequant"]["selected"] == [PLANTED]
     assert rows["stablequant"]["dev_uer"] <= rows["max"]["dev_uer"]
     assert 0 < rows["max"]["size_ratio"] < 1 and rows["max"]["test_uer"] is not None
+    assert 0 < rows["stablequant"]["dev_dedup_uer"] <= 100 * 2  # an edit distance may exceed the reference length
     assert (out / "stablequant_w8a8_all" / ".done").is_file() and (out / "activation_ranges.png").stat().st_size > 0
     assert "| all | W8A8 | stablequant |" in (out / "report.md").read_text()
 

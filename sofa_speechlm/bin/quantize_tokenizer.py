@@ -130,7 +130,7 @@ def run(args, grid) -> dict:
                 row = {
                     "variant": name, "scope": scope, "setting": setting.upper(), "method": method,
                     "dev_uer": dev_uer(tokenizer),
-                    "dev_uer_simulated": simulated_uer,
+                    "dev_uer_simulated": simulated_uer, "dev_dedup_uer": dev_uer.deduplicated(tokenizer),
                     "test_uer": test_uer(tokenizer) if test_uer else None,
                     "execution": tokenizer.execution,
                     "size_mb": parameter_bytes(reader.model, layers, weight_bits) / 1e6,

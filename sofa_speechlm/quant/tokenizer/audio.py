@@ -22,7 +22,7 @@ def sample_waveforms(data_dirs: list[str], num_utts: int, seed: int, sample_rate
         raise AudioShortage(f"{option}: the number of utterances must be at least 1, got {num_utts}")
     candidates = [(data_dir, utt_id) for data_dir in data_dirs for utt_id in DataDir(data_dir).utt_ids]
     order = np.random.default_rng(seed).permutation(len(candidates))
-    chosen = sorted((candidates[index] for index in order[:num_utts]), key=lambda item: item)
+    chosen = sorted(candidates[index] for index in order[:num_utts])
     waveforms: dict[str, np.ndarray] = {}
     for data_dir in data_dirs:
         ids = [utt_id for source, utt_id in chosen if source == data_dir]

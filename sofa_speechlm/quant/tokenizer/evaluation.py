@@ -9,6 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 from sofa_speechlm.speech.kmeans import KmeansQuantizer
+from sofa_speechlm.speech.units import deduplicate
+
+
+def edit_distance(reference, hypothesis) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions of one unit each cost 1)."""
+    hypothesis = np.asarray(hypothesis)
+    previous = np.arange(len(hypothesis) + 1)
+    for index, unit in enumerate(reference, start=1):
+        current = np.empty_like(previous)
+        current[0] = index
+        substitution = previous[:-1] + (hypothesis != unit)
+        deletion = previous[1:] + 1
+        best = np.minimum(substitution, deletion)
+        for column in range(1, len(previous)):  # insertions chain along the row
+            current[column] = min(best[column - 1], current[column - 1] + 1)
+        previous = current
+    return int(previous[-1])
 
 
 class UnitErrorRate:
@@ -28,6 +45,11 @@ class UnitErrorRate:
     def __call__(self, reader=None) -> float:
         errors = sum(int((hyp != ref).sum()) for hyp, ref in zip(self.units(reader), self.reference))
         return 100.0 * errors / self.frames
+
+    def deduplicated(self, reader=None) -> float:
+        """Edit distance of the deduplicated unit sequences, % of the deduplicated reference length."""
+        pairs = [(deduplicate(ref.tolist())[0], deduplicate(hyp.tolist())[0]) for hyp, ref in zip(self.units(reader), self.reference)]
+        return 100.0 * sum(edit_distance(ref, hyp) for ref, hyp in pairs) / sum(len(ref) for ref, _ in pairs)
 
 
 def extraction_ms_per_second(reader, waveforms: list[np.ndarray], repeats: int = 3) -> float:

@@ -88,12 +88,12 @@ def write_report(output_dir: Path, report: dict) -> tuple[Path, Path]:
         f"- unit error rate (UER): % of 50 Hz frames whose unit differs from the full-precision tokenizer's",
         f"- full precision: {fp['size_mb']:.3f} MB parameters, {fp['ms_per_audio_s']:.2f} ms per second of audio",
         f"- StableQuant: gamma {report['gamma']} UER points, p grid 0..{report['p_max']} step {report['p_step']} (% of values cut off)",
-        "", "| scope | setting | method | dev UER % | test UER % | execution | size MB | size ratio | speed-up | selected layers | p_opt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "", "| scope | setting | method | dev UER % | dev dedup UER % | test UER % | execution | size MB | size ratio | speed-up | selected layers | p_opt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row['scope']} | {row['setting']} | {row['method']} | {_cell(row['dev_uer'])} | {_cell(row.get('test_uer'))} | "
+            f"| {row['scope']} | {row['setting']} | {row['method']} | {_cell(row['dev_uer'])} | {_cell(row.get('dev_dedup_uer'))} | {_cell(row.get('test_uer'))} | "
             f"{row['execution']} | {row['size_mb']:.3f} | {row['size_ratio']:.3f} | {row['speedup']:.2f}x | "
             f"{', '.join(row['selected']) if row['method'] == 'stablequant' else '-'} | {_cell(row.get('p_opt'))} |")
     for row in report["rows"]:
