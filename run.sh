@@ -426,7 +426,7 @@ if wants_stage 6; then
     # (outside eval/, so that RESULTS.md keeps one fp row per LM).
     for item in ${tokenizer_ptq}; do
         [ -n "${hubert_ckpt}" ] || break
-        tptq_name=${item%%:*}_$(echo "${item#*:}" | tr 'A-Z' 'a-z'); tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
+        tptq_setting=${item#*:}; tptq_name=${item%%:*}_${tptq_setting,,}; tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
         [ -f "${tptq_units}/asr/units" ] || { log "ERROR: Stage 6: no ${tptq_units}/asr/units (run stage 2 with --tokenizer_ptq ${item})"; exit 1; }
         tptq_text=${dumpdir}/lm_text_tokenizer_ptq/${tptq_name}/test
         python -m sofa_speechlm.bin.make_lm_text --split_dir "${tptq_units}" --out_dir "${tptq_text}" --tasks speechlm asr
