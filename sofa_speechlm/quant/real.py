@@ -78,11 +78,16 @@ class Int8Linear(nn.Module):
         halves = torch.cat([half, shifted - half], 1).to(torch.uint8)
         return _onednn_gemm(halves, 64, self.packed, self.weight_scale.flatten())
 
+    def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 codes, scales [rows, 1]) of the fp32 rows ``x``: dynamic per token here; a
+        subclass with a calibrated static scale (the HuBERT tokenizer's) overrides it."""
+        x_scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(SCALE_MIN, SCALE_MAX)
+        return (x / x_scale).round().clamp(-127, 127).to(torch.int8), x_scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype
         x = x.reshape(-1, shape[-1]).float()
-        x_scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(SCALE_MIN, SCALE_MAX)
-        x_codes = (x / x_scale).round().clamp(-127, 127).to(torch.int8)
+        x_codes, x_scale = self.quantize_input(x)
         if x.device.type == "cpu":
             out = self._cpu_matmul(x_codes) * x_scale
         else:
