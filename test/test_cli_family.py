@@ -20,18 +20,6 @@ ESPNET_PARSERS = {
     "lm_perplexity": "espnet2.bin.lm_calc_perplexity's parser",
 }
 
-# Steps whose options are renamed on another helper's branch; the lead empties this at merge time.
-PENDING = {
-    "dump_features": "scale",  # renamed on branch scale
-    "dump_units": "scale",  # renamed on branch scale
-    "learn_kmeans": "scale",  # renamed on branch scale
-    "make_mini_corpus": "corpora",  # renamed on branch corpora
-    "data_dir": "corpora",  # renamed on branch corpora
-    "prepare_librispeech": "corpora",  # renamed on branch corpora (becomes prepare_corpus)
-    "make_lm_text": "robust",  # renamed on branch robust
-    "train_bpe": "robust",  # renamed on branch robust
-}
-
 FORBIDDEN = ("--out", "--outdir", "--out_dir", "--datadir", "--expdir", "--km")
 
 # The convention's name for a concept -> names other tools use for it, which no step may use.
@@ -90,11 +78,6 @@ def commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     return [p for a in subs for p in a.choices.values()] or [parser]
 
 
-def pending(name: str):
-    branch = PENDING.get(name)
-    return [pytest.mark.xfail(reason=f"options renamed on branch {branch}", strict=True)] if branch else []
-
-
 def test_synonym_table_is_consistent():
     names = [s for synonyms in SYNONYMS.values() for s in synonyms]
     assert len(names) == len(set(names)), "a name is listed as the synonym of two concepts"
@@ -103,7 +86,7 @@ def test_synonym_table_is_consistent():
     assert set(ESPNET_PARSERS) <= set(BIN_MODULES)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pending(n)) for n in BIN_MODULES])
+@pytest.mark.parametrize("name", BIN_MODULES)
 def test_step_follows_the_convention(name):
     parser = parser_of(name)
     found = options(parser)
@@ -124,7 +107,7 @@ def test_step_follows_the_convention(name):
 def test_convention_names_are_shared():
     """The listing of every step's options: each convention name is used by some step, and the
     steps that read data dirs, write output dirs or take experiment dirs say so alike."""
-    table = {name: set(options(parser_of(name))) for name in BIN_MODULES if name not in PENDING}
+    table = {name: set(options(parser_of(name))) for name in BIN_MODULES}
     for name, found in sorted(table.items()):
         print(f"{name}: {' '.join(sorted(found))}")
     used = set().union(*table.values())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data import DataDirError
 from sofa_speechlm.quant.tokenizer.apply import SETTINGS, parse_setting, simulated
 from sofa_speechlm.quant.tokenizer.audio import sample_waveforms
@@ -60,7 +60,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--seed", type=int, default=0, help="seed of the utterance sampling")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 
@@ -158,7 +158,7 @@ def run(args, grid) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = get_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level.upper())
+    setup_logging(args.log_level)
     grid = check_options(args, parser)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)

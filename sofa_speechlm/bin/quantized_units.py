@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data import DataDir, DataDirError
 from sofa_speechlm.quant.tokenizer.io import load_quantized_tokenizer
 from sofa_speechlm.speech.fairseq_checkpoint import CheckpointError
@@ -39,7 +39,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--execution", default="auto", choices=["auto", "real", "simulated"], help="int8 kernels for W8A8 linears (auto: where available)")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 
@@ -69,7 +69,7 @@ def tokenize_data_dir(tokenizer, data_dir: str, output_dir: Path, dedup: bool) -
 
 def main(argv: list[str] | None = None) -> None:
     args = get_parser().parse_args(argv)
-    setup_logging(args.log_level.upper())
+    setup_logging(args.log_level)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     try:

@@ -16,6 +16,8 @@ whisper_model=${WHISPER_MODEL:-}        # Whisper judge of the TTS CER (tools/mo
     --hubert_ckpt "${hubert_ckpt}" \
     --layer 6 \
     --nclusters 200 \
+    --kmeans_percent 0.1 \
+    --vocoder_data vocoder \
     --vocoder_config conf/vocoder/hifigan_unit_200.yaml \
     --nbpe 10000 \
     --lm_configs "conf/lm/paper/opt350m_sofa_lora.yaml conf/lm/paper/opt350m_vanilla_lora.yaml" \
