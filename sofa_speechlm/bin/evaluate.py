@@ -215,10 +215,10 @@ def evaluate_model(args, ptq_dir: str | None = None, as_trained: bool = False) -
 
         lines = read_table(path)
         ids = [tokenizer.pieces_to_ids(tokenizer.tokenize(line)) for line in lines.values()]
-        result = perplexity(subject.model, ids, subject.token_list, subject.loss, args.batch_size)
+        result = perplexity(subject.model, ids, subject.token_list, subject.loss, args.batch_size, names=list(lines))
         logging.info(f"{eval_set}: PPL {result.ppl:.3f}, accuracy {result.accuracy:.2f}% over {result.tokens} tokens")
         scores.record(eval_set, settings, metrics={f"{prefix}_ppl": result.ppl, f"{prefix}_acc": result.accuracy},
-                      subset={"scored": result.sequences, "of": result.sequences, "tokens": result.tokens})
+                      subset={"scored": result.sequences, "of": result.sequences + result.long_lines, "tokens": result.tokens})
 
     decoder = None
     if "asr" in args.eval_sets:

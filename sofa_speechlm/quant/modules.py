@@ -101,11 +101,6 @@ class QuantLinear(nn.Module):
             x = x / self.input_scale.to(x.dtype)
         return x
 
-    def forward_with(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-        """The simulated forward with another (e.g. transformed, trainable) weight and bias, for
-        methods that learn transforms before folding them into ``weight``/``bias``."""
-        return F.linear(self.act_quantizer(self.pre_transform(x)), self.weight_quantizer(weight), bias)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel is not None:
             return self.kernel(self.pre_transform(x))
