@@ -291,12 +291,12 @@ if wants_stage 2; then
             fi
             log "Stage 2c: ${tptq_method} ${tptq_setting} of the HuBERT tokenizer -> ${tptq_dir} (log: ${tptq_dir}/log/quantize_tokenizer.log)"
             rm -rf "${tptq_dir}" "${tptq_units}"
-            ${train_cmd} "${tptq_dir}/log/quantize_tokenizer.log" python -m sofa_speechlm.bin.quantize_tokenizer \
+            ${cuda_cmd} --gpu "${job_ngpu}" "${tptq_dir}/log/quantize_tokenizer.log" python -m sofa_speechlm.bin.quantize_tokenizer \
                 --hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --kmeans_file "${kmeans_model}" \
                 --data_dir "${datadir}/train/speechlm" --dev_data_dir "${datadir}/dev/asr" --test_data_dir "${datadir}/test/asr" \
                 --methods "${tptq_method}" --settings "${tptq_setting}" --scope all --gamma "${tokenizer_ptq_gamma}" \
                 --output_dir "${tptq_dir}" --device "${feature_device}" --seed "${seed}"
-            ${train_cmd} "${tptq_dir}/log/quantized_units.log" python -m sofa_speechlm.bin.quantized_units \
+            ${cuda_cmd} --gpu "${job_ngpu}" "${tptq_dir}/log/quantized_units.log" python -m sofa_speechlm.bin.quantized_units \
                 --tokenizer_dir "${tptq_dir}/${tptq_name}_all" --data_dir "${datadir}/test/speechlm" "${datadir}/test/asr" \
                 --output_dir "${tptq_units}" --device "${feature_device}"
             finish_stage "2c.${tptq_name}" "${tptq_settings}"
@@ -499,7 +499,7 @@ if wants_stage 6; then
         tptq_setting=${item#*:}; tptq_name=${item%%:*}_${tptq_setting,,}; tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
         [ -f "${tptq_units}/asr/units" ] || { log "ERROR: Stage 6: no ${tptq_units}/asr/units (run stage 2 with --tokenizer_ptq ${item})"; exit 1; }
         tptq_text=${dumpdir}/lm_text_tokenizer_ptq/${tptq_name}/test
-        python -m sofa_speechlm.bin.make_lm_text --split_dir "${tptq_units}" --out_dir "${tptq_text}" --tasks speechlm asr
+        python -m sofa_speechlm.bin.make_lm_text --split_dir "${tptq_units}" --output_dir "${tptq_text}" --tasks speechlm asr
         units_id=$(cat "${tptq_units}"/*/units | md5sum | cut -c1-12)
         for lm_config in ${lm_configs}; do
             lm_name=$(basename "${lm_config}" .yaml); lm_exp=${expdir}/lm_${lm_name}; out=${lm_exp}/eval_tokenizer_ptq/${tptq_name}
@@ -508,7 +508,7 @@ if wants_stage 6; then
                 continue
             fi
             log "Stage 6: ${lm_name} on the test units of the ${item} tokenizer -> ${out}/scores.json"
-            ${train_cmd} "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" "${eval_opts[@]}" \
+            ${cuda_cmd} --gpu "${job_ngpu}" "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" "${eval_opts[@]}" \
                 --lm_text_dir "${tptq_text}" --eval_sets speechlm asr --latency false --output_dir "${out}"
             finish_stage "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}"
         done
