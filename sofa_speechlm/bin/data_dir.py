@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data.corpora.tasks import make_task_dir
 from sofa_speechlm.data.kaldi import DataDirError
 from sofa_speechlm.data.ops import choose_utterances, combine_data_dirs, fix_data_dir, split_data_dir, subset_data_dir
@@ -15,7 +15,7 @@ from sofa_speechlm.data.validate import MAX_REPORTED, validate_data_dir
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check a data dir; exits 1 listing every problem")

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from espnet2.utils.types import str2bool
 
 from sofa_speechlm.attention import hf_normalizers
 from sofa_speechlm.bin import add_log_level, setup_logging
@@ -140,7 +141,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrained_lm", default="smollm2", help=f"HF dir or offline model ({', '.join(OFFLINE_MODELS)})")
     parser.add_argument("--text", type=Path, default=Path("data/test/textlm/text"), help="Kaldi text file to score")
-    parser.add_argument("--lowercase", type=lambda v: v.lower() == "true", default=True,
+    parser.add_argument("--lowercase", type=str2bool, default=True,
                         help="lower-case the (upper-case, LibriSpeech-style) transcripts: true|false")
     parser.add_argument("--max_sentences", type=int, default=0, help="score only the first N sentences (0: all)")
     parser.add_argument("--normalizers", nargs="+", default=list(hf_normalizers()), choices=list(hf_normalizers()))

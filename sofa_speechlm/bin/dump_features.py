@@ -16,7 +16,7 @@ import torch
 from sofa_speechlm.data import DataDirError
 from sofa_speechlm.speech.fairseq_checkpoint import CheckpointError
 from sofa_speechlm.speech.features import build_feature_reader, dump_features
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def add_feature_options(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def add_feature_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nj", type=int, default=1, help="number of jobs the data dir is split into")
     parser.add_argument("--device", default="cpu", help="torch device for HuBERT (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--num_threads", type=int, default=0, help="torch CPU threads of this job (0: torch's default); jobs sharing cores run far faster with cores / nj")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
 
 
 def get_parser() -> argparse.ArgumentParser:

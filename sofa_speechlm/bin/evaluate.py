@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from espnet2.utils.types import str2bool
+
 from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.eval.scores import Scores
 from sofa_speechlm.eval.whisper import default_whisper_model
@@ -36,14 +38,6 @@ EVAL_SETS = ("textlm", "speechlm", "asr", "tts")
 REFERENCES = ("ground_truth", "resynthesis")
 QUANT_CONFIG = "quant_config.yaml"  # stage 5 (sofa_speechlm.quant) writes it
 AS_TRAINED = "as_trained"  # the variant name of an adapter model scored unmerged
-
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import argparse
 import logging
 
 from sofa_speechlm.speech.kmeans import learn_kmeans, sample_features, save_centres
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the frame sample and of k-means")
     parser.add_argument("--batch_size", type=int, default=10000, help="MiniBatchKMeans batch size")
     parser.add_argument("--n_init", type=int, default=20, help="k-means++ initialisations tried")
-    parser.add_argument("--log_level", default="INFO", help="logging level")
+    add_log_level(parser)
     return parser
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data import DataDirError
 from sofa_speechlm.text.length import DEFAULT_RULE, LONG_LINE_RULES, LongLinesError, limit_lm_text, max_line_tokens
 
@@ -65,7 +65,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_length", type=int, default=0, help="most BPE tokens per line; 0: the LM's max_position_embeddings - 1")
     parser.add_argument("--shape_file", default=None, help="ESPnet text_shape of --lm_text (stage 4's statistics), filtered alike")
     parser.add_argument("--long_lines", default=DEFAULT_RULE, choices=LONG_LINE_RULES, help="what happens to a line over the limit")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"), help="logging level")
+    add_log_level(parser)
     return parser
 
 

@@ -11,7 +11,7 @@ import argparse
 from sofa_speechlm.data import DataDirError
 from sofa_speechlm.text.lm_text import write_lm_text
 from sofa_speechlm.text.templates import TASKS
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True, help="e.g. dump/lm_text/train")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="tasks to write")
     parser.add_argument("--units_file", default="units", help="units file of the speech data dirs (units or units_dedup)")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"), help="logging level")
+    add_log_level(parser)
     return parser
 
 

@@ -8,7 +8,7 @@ import sys
 
 from sofa_speechlm.data.kaldi import DataDirError
 from sofa_speechlm.data.mini_corpus import CorpusError, make_mini_corpus
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_text", type=int, default=2500, help="sentences for textLM over all splits")
     parser.add_argument("--num_spoken", type=int, default=500, help="spoken utterances over all splits (a subset of the textLM sentences)")
     parser.add_argument("--nj", type=int, default=1, help="parallel espeak-ng processes")
-    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser)
     return parser
 
 

@@ -8,17 +8,11 @@ import argparse
 import logging
 import sys
 
-from sofa_speechlm.bin import setup_logging
+from espnet2.utils.types import str2bool
+
+from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data.corpora import CORPORA, PrepOptions, prepare_corpus
 from sofa_speechlm.data.kaldi import DataDirError
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -30,7 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_dir", required=True, help="output root: DATA_DIR/<subset>/")
     parser.add_argument("--subsets", default="", help="space-separated subsets (default: all the corpus publishes)")
     parser.add_argument("--fs", type=int, default=16000, help="sampling rate of the recipe; audio at another rate is resampled (or refused, see --resample)")
-    parser.add_argument("--resample", type=_bool, default=defaults.resample, help="true: audio at another rate than --fs is resampled by a sox pipe in wav.scp; false: it stops the preparation")
+    parser.add_argument("--resample", type=str2bool, default=defaults.resample, help="true: audio at another rate than --fs is resampled by a sox pipe in wav.scp; false: it stops the preparation")
     parser.add_argument("--check_audio", choices=["header", "decode"], default=defaults.check_audio,
                         help="header: read each file's header (finds unreadable/empty files; fast); decode: read every sample (also finds truncated files; slow at scale)")
     parser.add_argument("--text_norm", choices=["upper", "none"], default=defaults.text_norm, help="upper: LibriSpeech's convention (upper case, no punctuation but apostrophes) for every corpus; none: as published")
@@ -41,7 +35,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_sentences", type=int, default=defaults.num_sentences, help="librispeech_lm: sample this many sentences (0: all)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="librispeech_lm: sampling seed")
     parser.add_argument("--nj", type=int, default=defaults.nj, help="parallel audio-header reads")
-    parser.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser)
     return parser
 
 

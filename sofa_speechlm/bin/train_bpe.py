@@ -12,7 +12,7 @@ import logging
 
 from sofa_speechlm.data import DataDirError
 from sofa_speechlm.text.bpe import train_sentencepiece, write_token_list
-from sofa_speechlm.bin import setup_logging
+from sofa_speechlm.bin import add_log_level, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bpemode", default="unigram", choices=("unigram", "bpe"), help="sentencepiece model type")
     parser.add_argument("--input_sentence_size", type=int, default=10_000_000, help="at most this many lines are sampled for training")
     parser.add_argument("--num_threads", type=int, default=1, help="sentencepiece trainer threads")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"), help="logging level")
+    add_log_level(parser)
     return parser
 
 
