@@ -84,3 +84,12 @@ def test_another_corpus_redoes_what_depends_on_it_and_nothing_else(tmp_path):
     # nothing changed: everything is skipped
     log = run_stage2(tmp_path)
     assert "k-means (K=" not in log and "units with" not in log and "importing" not in log
+
+    # a vocoder data dir of its own (--vocoder_data): it gets units of the same k-means model; nothing else is redone
+    before = units_files(tmp_path)
+    vocoder_data = tmp_path / "data" / "vocoder"
+    make_speech_dir(vocoder_data, count=2, seconds=0.5)
+    log = run_stage2(tmp_path, "--vocoder_data", "vocoder")
+    assert "k-means (K=" not in log and "km.npy of vocoder (1 jobs" in log
+    assert sorted(read_table(vocoder_data / "units")) == sorted(read_table(vocoder_data / "wav.scp"))
+    assert units_files(tmp_path) == before
