@@ -65,15 +65,16 @@ class Int8Linear(nn.Module):
         self.packed, self.split = None, False
         if codes.device.type == "cpu":  # prepacked once; a real model is converted at load, never saved
             self.split = onednn_int8_saturates()
-            weight = self.weight_t.t()
-            self.packed = torch.ops.onednn.qlinear_prepack(torch.cat([weight, weight], 1) if self.split else weight, None)
+            weight = self.weight_t.t()  # a transposed view: oneDNN's prepack reads it as contiguous
+            self.packed = torch.ops.onednn.qlinear_prepack(
+                torch.cat([weight, weight], 1) if self.split else weight.contiguous(), None)
 
     def _cpu_matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
         if self.packed is None:
             raise ValueError("Int8Linear was built on another device; convert it on the CPU (to_real(model, 'cpu'))")
+        if not self.split:  # int8 code c as the byte of c + 128: its two's complement byte with the top bit flipped
+            return _onednn_gemm(x_codes.view(torch.uint8) ^ 128, 128, self.packed, self.weight_scale.flatten())
         shifted = x_codes.to(torch.int16) + 128
-        if not self.split:
-            return _onednn_gemm(shifted.to(torch.uint8), 128, self.packed, self.weight_scale.flatten())
         half = shifted >> 1  # (half - 64) + (shifted - half - 64) = x_codes, both halves <= 128
         halves = torch.cat([half, shifted - half], 1).to(torch.uint8)
         return _onednn_gemm(halves, 64, self.packed, self.weight_scale.flatten())
@@ -82,7 +83,7 @@ class Int8Linear(nn.Module):
         """(int8 codes, scales [rows, 1]) of the fp32 rows ``x``: dynamic per token here; a
         subclass with a calibrated static scale (the HuBERT tokenizer's) overrides it."""
         x_scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(SCALE_MIN, SCALE_MAX)
-        return (x / x_scale).round().clamp(-127, 127).to(torch.int8), x_scale
+        return torch.div(x, x_scale).round_().clamp_(-127, 127).to(torch.int8), x_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, dtype = x.shape, x.dtype
