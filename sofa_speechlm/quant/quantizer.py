@@ -127,7 +127,7 @@ class WeightQuantizer(nn.Module):
         """[out, in] -> [out * in / g, g] (g = in for per-channel)."""
         g = self.group_width(weight.shape[1])
         if weight.shape[1] % g:
-            raise ValueError(f"group size {g} does not divide the input size {in_features} of a {tuple(weight.shape)} weight")
+            raise ValueError(f"group size {g} does not divide the input size {weight.shape[1]} of a {tuple(weight.shape)} weight")
         return weight.reshape(-1, g)
 
     def ranges(self, grouped: torch.Tensor):
