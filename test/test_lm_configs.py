@@ -27,9 +27,6 @@ TINY = {
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=100, tie_word_embeddings=True)),
 }
-# Offline model names and hub models of the paper, and the model type they stand for (the
-# tiny model of that type stands in for them).
-OFFLINE_TYPES = {"smollm2": "llama"}
 # The paper's grid: model (file name prefix) -> hub id, model type; attentions; fine-tuning modes.
 PAPER_MODELS = {"opt350m": ("facebook/opt-350m", "opt"), "opt1.3b": ("facebook/opt-1.3b", "opt"),
                 "qwen2.5_0.5b": ("Qwen/Qwen2.5-0.5B", "qwen2")}
@@ -58,13 +55,10 @@ def lm_conf(name: str) -> dict:
 
 
 def model_types(conf: dict) -> list:
-    """The model type a config fixes (inline config, offline model) or every supported one."""
+    """The model type an inline config fixes, else every supported one: `--pretrained_lm` may
+    give any pretrained model to a config (an OPT paper config a Qwen2 or Llama dir)."""
     if conf.get("hf_config"):
         return [conf["hf_config"]["model_type"]]
-    if conf["pretrained"] in OFFLINE_TYPES:
-        return [OFFLINE_TYPES[conf["pretrained"]]]
-    if conf["pretrained"] in PAPER_TYPES:
-        return [PAPER_TYPES[conf["pretrained"]]]
     return sorted(TINY)
 
 
