@@ -7,9 +7,9 @@ fc2 3072->768, on 512 tokens. Compared, each against FP32 nn.Linear measured in 
            qlinear_pointwise on CPU, torchao's int_scaled_matmul on CUDA)
   torchao  torchao's Int8DynamicActivationInt8WeightConfig on the same layer
   sim      the simulated (fake-quant) QuantLinear, i.e. what W8A8 costs without a kernel
-Prints tokens/s and the ratio to FP32; asserts nothing. Without VNNI (this project's AMD EPYC VM
-exposes AVX2 only) the exact oneDNN GEMM runs on a doubled K (see real.py) and reaches ~0.8-0.95x
-FP32 on 1 thread; the >= 2x target needs VNNI/AMX, where one pass is exact.
+Prints tokens/s and the ratio to FP32; asserts nothing. With VNNI/AMX one oneDNN pass is exact
+(2.7-3.4x FP32 on 1 thread on this project's AVX512-VNNI EPYC, docs/quantization.md); without
+it the exact GEMM runs on a doubled K (see real.py) and reaches ~0.8-0.95x FP32.
 
     python test/bench/int8_linear.py [--tokens 512] [--threads 1] [--device cpu]
 """
