@@ -261,7 +261,7 @@ if wants_stage 2; then
         if [ -n "${vocoder_file}" ]; then
             log "Stage 2b: checking and importing the vocoder ${vocoder_file} (its config.json beside it) into ${vocoder_dir}"
             ${train_cmd} "${vocoder_dir}/log/import_vocoder.log" python -m sofa_speechlm.bin.train_vocoder \
-                --output_dir "${vocoder_dir}" --import_checkpoint "${vocoder_file}" \
+                --output_dir "${vocoder_dir}" --vocoder_file "${vocoder_file}" \
                 --kmeans_file "${kmeans_model}"
         else
             vocoder_device=cpu; [ "${ngpu}" -gt 0 ] && vocoder_device=cuda

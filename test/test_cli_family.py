@@ -44,6 +44,10 @@ SYNONYMS = {
     "--model_file": ("--model_path", "--checkpoint", "--ckpt", "--model_ckpt"),
     "--log_level": ("--loglevel", "--verbosity", "--verbose"),
     "--lm_text_dir": ("--text_dir", "--lm_text_directory"),
+    "--lm_text": ("--input", "--lm_text_file"),
+    "--vocoder_dir": ("--vocoder", "--vocoder_path"),
+    "--vocoder_file": ("--import_checkpoint", "--vocoder_checkpoint", "--vocoder_ckpt"),
+    "--vocoder_config": ("--import_config",),
     "--calib_nsamples": ("--calibration_windows", "--nsamples", "--calib_samples", "--num_calibration"),
     "--calib_seqlen": ("--calibration_length", "--seqlen", "--calib_length"),
 }

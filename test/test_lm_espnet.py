@@ -138,7 +138,7 @@ def test_beam_search_best_hypothesis_same_with_and_without_cache(experiment):
 
 def test_inference_cli_continues_every_prompt(experiment, tmp_path):
     lm_inference.main(["--train_config", str(experiment / "exp/config.yaml"), "--model_file", str(experiment / "exp/1epoch.pth"),
-                       "--input", str(experiment / "dev.txt"), "--output_dir", str(tmp_path), "--max_new_tokens", "8",
+                       "--lm_text", str(experiment / "dev.txt"), "--output_dir", str(tmp_path), "--max_new_tokens", "8",
                        "--nj", "4", "--job", "2", "--log_level", "WARNING"])
     lines = (tmp_path / "text").read_text(encoding="utf-8").splitlines()
     assert [line.split()[0] for line in lines] == [f"utt{i:04d}" for i in range(1, 40, 4)]

@@ -2,6 +2,7 @@
 
 import logging
 
+import pytest
 import soundfile
 import torch
 
@@ -15,7 +16,7 @@ def test_vocode_writes_one_wav_per_utterance_with_320_samples_per_unit(tmp_path)
     checkpoint = write_published_checkpoint(CodeHiFiGANGenerator(tiny_config()), tmp_path / "vocoder")
     (tmp_path / "units").write_text("b 1 2 3\na 4 5 6 7 8 9 10\nc 0\n")
     outdir = tmp_path / "out"
-    assert vocode.main(["--vocoder", str(checkpoint), "--units", str(tmp_path / "units"), "--output_dir", str(outdir), "--batch_size", "2", "--device", "cpu"]) == 0
+    assert vocode.main(["--vocoder_file", str(checkpoint), "--units", str(tmp_path / "units"), "--output_dir", str(outdir), "--batch_size", "2", "--device", "cpu"]) == 0
     wav_scp = read_table(outdir / "wav.scp")
     assert list(wav_scp) == ["a", "b", "c"]
     for utt_id, frames in {"a": 7, "b": 3, "c": 1}.items():
@@ -28,9 +29,22 @@ def test_vocode_rejects_units_outside_the_table(tmp_path, caplog):
     checkpoint = write_published_checkpoint(CodeHiFiGANGenerator(tiny_config()), tmp_path / "vocoder")
     (tmp_path / "units").write_text("good 1 2\nbad 3 25\n")
     with caplog.at_level(logging.ERROR):
-        rc = vocode.main(["--vocoder", str(checkpoint), "--units", str(tmp_path / "units"), "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
+        rc = vocode.main(["--vocoder_file", str(checkpoint), "--units", str(tmp_path / "units"), "--output_dir", str(tmp_path / "out"), "--device", "cpu"])
     assert rc == 1 and "utterance bad: unit id 25" in caplog.text
 
+
+
+@pytest.mark.parametrize("step, argv, message", [
+    (vocode, ["--vocoder_dir", "d", "--vocoder_file", "f"], "not allowed with argument"),
+    (vocode, [], "one of the arguments --vocoder_dir --vocoder_file is required"),
+    (vocode, ["--vocoder_dir", "d", "--vocoder_config", "c.json"], "--vocoder_config is the config of --vocoder_file"),
+    (train_vocoder, ["--vocoder_config", "c.json"], "--vocoder_config is the config of --vocoder_file"),
+])
+def test_a_vocoder_is_a_dir_or_a_file_with_its_config(step, argv, message, tmp_path, capsys):
+    common = ["--units", "units"] if step is vocode else []
+    with pytest.raises(SystemExit):
+        step.main(argv + common + ["--output_dir", str(tmp_path / "out")])
+    assert message in capsys.readouterr().err
 
 def test_train_vocoder_trains_then_resumes(tmp_path, repo):
     data = make_unit_dir(tmp_path / "data", frames=[6, 8])
@@ -53,13 +67,13 @@ def test_train_vocoder_imports_a_published_checkpoint(tmp_path, caplog):
     generator = CodeHiFiGANGenerator(tiny_config())
     checkpoint = write_published_checkpoint(generator, tmp_path / "released")
     outdir = tmp_path / "exp"
-    assert train_vocoder.main(["--output_dir", str(outdir), "--import_checkpoint", str(checkpoint)]) == 0
+    assert train_vocoder.main(["--output_dir", str(outdir), "--vocoder_file", str(checkpoint)]) == 0
     units = torch.randint(0, 20, (1, 5))
     with torch.no_grad():
         assert torch.equal(load_generator(outdir / "generator.pth")(units), generator.eval()(units))
     (tmp_path / "released" / "config.json").write_text('{"embedding_dim": 16, "num_embeddings": 20, "upsample_initial_channel": 32}')
     with caplog.at_level(logging.ERROR):
-        assert train_vocoder.main(["--output_dir", str(outdir), "--import_checkpoint", str(checkpoint)]) == 1
+        assert train_vocoder.main(["--output_dir", str(outdir), "--vocoder_file", str(checkpoint)]) == 1
     assert "does not match its vocoder config" in caplog.text and "dict.weight" in caplog.text
 
 
@@ -68,7 +82,7 @@ def test_vocode_expands_deduplicated_units_by_given_durations(tmp_path):
     checkpoint = write_published_checkpoint(generator, tmp_path / "vocoder")
     (tmp_path / "units_dedup").write_text("a 4 7 4\n")
     (tmp_path / "units_dur").write_text("a 2 1 3\n")
-    common = ["--vocoder", str(checkpoint), "--units", str(tmp_path / "units_dedup"), "--device", "cpu"]
+    common = ["--vocoder_file", str(checkpoint), "--units", str(tmp_path / "units_dedup"), "--device", "cpu"]
     assert vocode.main(common + ["--output_dir", str(tmp_path / "out"), "--durations", str(tmp_path / "units_dur")]) == 0
     audio, _ = soundfile.read(tmp_path / "out" / "wav" / "a.wav", dtype="float32")
     with torch.no_grad():
@@ -85,7 +99,7 @@ def test_vocode_multispeaker_takes_speakers_from_utt2spk(tmp_path, caplog):
     save_published(generator, checkpoint)  # its config.json keeps the speaker names
     (tmp_path / "units").write_text("u1 1 2 3\nu2 1 2 3\n")
     (tmp_path / "utt2spk").write_text("u1 anna\nu2 bob\n")
-    common = ["--vocoder", str(checkpoint), "--units", str(tmp_path / "units"), "--device", "cpu"]
+    common = ["--vocoder_file", str(checkpoint), "--units", str(tmp_path / "units"), "--device", "cpu"]
     assert vocode.main(common + ["--output_dir", str(tmp_path / "out"), "--utt2spk", str(tmp_path / "utt2spk")]) == 0
     first, _ = soundfile.read(tmp_path / "out" / "wav" / "u1.wav")
     second, _ = soundfile.read(tmp_path / "out" / "wav" / "u2.wav")

@@ -29,7 +29,7 @@ def published_vocoder(directory, k):
 def test_vocoder_of_another_k_is_refused_naming_both_files(tmp_path, caplog):
     checkpoint = published_vocoder(tmp_path / "published", 20)
     km = kmeans_file(tmp_path / "km.npy", 8)
-    status = train_vocoder.main(["--output_dir", str(tmp_path / "out"), "--import_checkpoint", str(checkpoint), "--kmeans_file", str(km)])
+    status = train_vocoder.main(["--output_dir", str(tmp_path / "out"), "--vocoder_file", str(checkpoint), "--kmeans_file", str(km)])
     assert status == 1
     assert f"the vocoder {checkpoint} has a codebook of 20 units, but the k-means model {km} has K=8 clusters" in caplog.text
     assert not (tmp_path / "out" / CODEBOOK_FILE).exists()
@@ -38,14 +38,14 @@ def test_vocoder_of_another_k_is_refused_naming_both_files(tmp_path, caplog):
 def test_imported_vocoder_records_its_kmeans_and_another_codebook_of_the_same_k_is_refused(tmp_path, caplog):
     checkpoint = published_vocoder(tmp_path / "published", 8)
     km, other = kmeans_file(tmp_path / "km.npy", 8), kmeans_file(tmp_path / "other.npy", 8, seed=1)
-    assert train_vocoder.main(["--output_dir", str(tmp_path / "a"), "--import_checkpoint", str(checkpoint), "--kmeans_file", str(km)]) == 0
+    assert train_vocoder.main(["--output_dir", str(tmp_path / "a"), "--vocoder_file", str(checkpoint), "--kmeans_file", str(km)]) == 0
     record = json.loads((tmp_path / "a" / CODEBOOK_FILE).read_text())
     assert record == {"kmeans_file": str(km), "md5": file_md5(km), "nclusters": 8}
     assert load_vocoder(tmp_path / "a", kmeans_file=km).num_embeddings == 8
     with pytest.raises(CodebookMismatch, match=f"trained with the k-means model {km} .*not with {other}"):
         load_vocoder(tmp_path / "a", kmeans_file=other)
     # importing that vocoder (its kmeans.json beside it) with the other k-means model fails too
-    status = train_vocoder.main(["--output_dir", str(tmp_path / "b"), "--import_checkpoint", str(tmp_path / "a" / "generator.pth"), "--kmeans_file", str(other)])
+    status = train_vocoder.main(["--output_dir", str(tmp_path / "b"), "--vocoder_file", str(tmp_path / "a" / "generator.pth"), "--kmeans_file", str(other)])
     assert status == 1 and f"the vocoder {tmp_path / 'a' / 'generator.pth'} was trained with the k-means model {km}" in caplog.text
 
 

@@ -116,7 +116,7 @@ def test_cli_trains_and_vocodes(tmp_path, caplog):
         assert train_vocoder.main([*train, "--output_dir", str(tmp_path / "x"), "--pretrained_vocoder", str(tmp_path / "nowhere.pth")]) == 1
     assert "nowhere.pth: vocoder checkpoint not found" in caplog.text
     assert train_vocoder.main([*train, "--output_dir", str(tmp_path / "exp"), "--pretrained_vocoder", str(generator)]) == 0
-    vocode_args = ["--vocoder", str(tmp_path / "exp"), "--units", str(data / "units"), "--device", "cpu"]
+    vocode_args = ["--vocoder_dir", str(tmp_path / "exp"), "--units", str(data / "units"), "--device", "cpu"]
     assert vocode.main([*vocode_args, "--output_dir", str(tmp_path / "out")]) == 0
     assert len((tmp_path / "out" / "wav.scp").read_text().splitlines()) == 2
     with caplog.at_level(logging.ERROR):

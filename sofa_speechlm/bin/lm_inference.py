@@ -1,12 +1,12 @@
 """Continue task prompts with a trained SpeechLM (ASR transcripts, TTS units, continuations).
 
-Each input line is `uttid task-line`; the prompt is the line up to and including its first
-generate token (the rest, if any, is ignored, so stage 3's lm_text files work as input).
+Each line of --lm_text is `uttid task-line`; the prompt is the line up to and including its first
+generate token (the rest, if any, is ignored, so stage 3's LM text files work unchanged).
 Writes <output_dir>/text (`uttid continuation`, detokenized: words, or unit characters for
 speech) and <output_dir>/score (`uttid total score`: log-probability plus any length bonus).
 
     python -m sofa_speechlm.bin.lm_inference --train_config exp/lm_x/config.yaml \\
-        --model_file exp/lm_x/valid.loss.ave.pth --input dump/lm_text/test/asr.txt \\
+        --model_file exp/lm_x/valid.loss.ave.pth --lm_text dump/lm_text/test/asr.txt \\
         --output_dir exp/lm_x/decode_asr_test --beam_size 5 --max_new_tokens 300
 """
 
@@ -28,7 +28,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train_config", required=True, help="config.yaml of the LM experiment")
     parser.add_argument("--model_file", required=True, help="the .pth to decode with")
-    parser.add_argument("--input", required=True, help="`uttid task-line` file (the prompts)")
+    parser.add_argument("--lm_text", required=True, help="`uttid task-line` LM text (the prompts; stage 3's <split>/<task>.txt)")
     parser.add_argument("--output_dir", required=True, help="where text and score are written")
     parser.add_argument("--bpemodel", default=None, help="sentencepiece model (default: the training config's)")
     parser.add_argument("--beam_size", type=int, default=1, help="beam size (1: greedy)")
@@ -37,7 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--length_bonus", type=float, default=0.0, help="score added per generated token")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--job", type=int, default=1, help="this job's index (1-based) among --nj")
-    parser.add_argument("--nj", type=int, default=1, help="number of jobs the input is split into")
+    parser.add_argument("--nj", type=int, default=1, help="number of jobs the LM text is split into")
     add_log_level(parser)
     return parser
 
@@ -58,7 +58,7 @@ def main(cmd=None) -> None:
         model.lm, train_args.token_list, args.beam_size, args.max_new_tokens, args.min_new_tokens, args.length_bonus
     )
 
-    lines = list(read_table(args.input).items())[args.job - 1 :: args.nj]
+    lines = list(read_table(args.lm_text).items())[args.job - 1 :: args.nj]
     texts, scores = {}, {}
     for utt_id, line in tqdm(lines, desc=f"decoding job {args.job}/{args.nj}"):
         prompt, _ = split_prompt(line)

@@ -1,4 +1,4 @@
-"""Trains a unit vocoder on (wav, units) data dirs, or imports a published unit HiFi-GAN.
+"""Trains a unit vocoder on (wav, units) data dirs, or imports a published unit HiFi-GAN (--vocoder_file).
 
 The config's `kind` picks what is trained:
 - unit_hifigan (no kind key): the unit HiFi-GAN; writes OUTPUT_DIR/checkpoint.pth (resumable),
@@ -40,10 +40,14 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--import_checkpoint", default=None,
-        help="instead of training: check that this published vocoder loads and write it into OUTPUT_DIR",
+        "--vocoder_file", default=None,
+        help="instead of training: check that this unit HiFi-GAN generator checkpoint (published layout, "
+        "or our checkpoint.pth) loads and write it into OUTPUT_DIR",
     )
-    parser.add_argument("--import_config", default=None, help="config.json of --import_checkpoint (default: beside it)")
+    parser.add_argument(
+        "--vocoder_config", default=None,
+        help="config.json of --vocoder_file (default: the one stored in it, else config.json beside it)",
+    )
     parser.add_argument(
         "--kmeans_file", default=None,
         help="k-means model (km.npy or km.bin) of the units: the vocoder's codebook must have its K entries "
@@ -106,20 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    if args.vocoder_config and not args.vocoder_file:
+        parser.error("--vocoder_config is the config of --vocoder_file (a training config is --config)")
     try:
         kmeans = kmeans_record(args.kmeans_file) if args.kmeans_file else None
         if kmeans and args.num_embeddings is None:
             args.num_embeddings = kmeans["nclusters"]  # the codebook of the units decides
-        if args.import_checkpoint:
-            generator = load_generator(args.import_checkpoint, args.import_config)
+        if args.vocoder_file:
+            generator = load_generator(args.vocoder_file, args.vocoder_config)
             if kmeans:
-                check_codebook(args.import_checkpoint, generator.config.num_embeddings, kmeans, read_record(Path(args.import_checkpoint).parent))
+                check_codebook(args.vocoder_file, generator.config.num_embeddings, kmeans, read_record(Path(args.vocoder_file).parent))
             save_published(generator, f"{args.output_dir}/{GENERATOR_NAME}")
-            logging.info("imported %s into %s/%s", args.import_checkpoint, args.output_dir, GENERATOR_NAME)
+            logging.info("imported %s into %s/%s", args.vocoder_file, args.output_dir, GENERATOR_NAME)
             record_codebook(args.output_dir, kmeans)
             return 0
         if not args.config or not args.data_dir:
-            parser.error("training needs --config and --data_dir (or use --import_checkpoint)")
+            parser.error("training needs --config and --data_dir (or import a --vocoder_file)")
         if config_kind(args.config) == UNIT2MEL_KIND:
             train_unit2mel(args)
             record_codebook(args.output_dir, kmeans)

@@ -1,7 +1,8 @@
 """Vocodes a units file (`uttid u1 u2 ...`) into OUTPUT_DIR/wav/<uttid>.wav and OUTPUT_DIR/wav.scp.
 
---vocoder is stage 2b's vocoder dir (any kind: unit HiFi-GAN or unit-to-mel + pretrained
-HiFi-GAN, loaded by `sofa_speechlm.vocoder.load_vocoder`) or a unit HiFi-GAN generator file.
+The vocoder is stage 2b's dir (--vocoder_dir, any kind: unit HiFi-GAN or unit-to-mel + pretrained
+HiFi-GAN, loaded by `sofa_speechlm.vocoder.load_vocoder`) or a unit HiFi-GAN generator file
+(--vocoder_file, with --vocoder_config when its config.json is not beside it).
 
 Units are 50 Hz frames (a data dir's `units`). De-duplicated units (`units_dedup`) are expanded
 by their run lengths with --durations (`units_dur`), or by the vocoder's duration predictor with
@@ -29,11 +30,15 @@ from sofa_speechlm.bin import add_log_level, setup_logging
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--vocoder", required=True,
-        help="stage 2b's vocoder dir (any kind), or a unit HiFi-GAN generator checkpoint (published layout, or our checkpoint.pth)",
+    vocoder = parser.add_mutually_exclusive_group(required=True)
+    vocoder.add_argument("--vocoder_dir", help="stage 2b's vocoder dir (any kind)")
+    vocoder.add_argument(
+        "--vocoder_file", help="a unit HiFi-GAN generator checkpoint (published layout, or our checkpoint.pth)",
     )
-    parser.add_argument("--vocoder_config", default=None, help="its config.json (default: beside the checkpoint)")
+    parser.add_argument(
+        "--vocoder_config", default=None,
+        help="config.json of --vocoder_file (default: the one stored in it, else config.json beside it)",
+    )
     parser.add_argument("--units", required=True, help="units file: 'uttid u1 u2 ...' per line")
     parser.add_argument("--output_dir", required=True, help="writes wav/<uttid>.wav, wav.scp and rtf here")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -59,7 +64,7 @@ def speaker_ids(args: argparse.Namespace, utt_ids: list[str], config: VocoderCon
     if args.utt2spk is None:
         return None
     if not config.speakers:
-        raise VocoderConfigError(f"{args.vocoder}: its config lists no speaker names for --utt2spk; use --speaker_id")
+        raise VocoderConfigError(f"{args.vocoder_dir or args.vocoder_file}: its config lists no speaker names for --utt2spk; use --speaker_id")
     utt2spk = read_table(args.utt2spk)
     index = {name: i for i, name in enumerate(config.speakers)}
     ids = {}
@@ -77,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     if args.deduplicated and args.durations:
         parser.error("--deduplicated (predicted durations) and --durations (given durations) exclude each other")
+    if args.vocoder_config and not args.vocoder_file:
+        parser.error("--vocoder_config is the config of --vocoder_file (a --vocoder_dir holds its own)")
     output_dir = Path(args.output_dir)
     try:
-        if Path(args.vocoder).is_dir():
-            vocoder = load_vocoder(args.vocoder, args.device)
+        if args.vocoder_dir:
+            vocoder = load_vocoder(args.vocoder_dir, args.device)
         else:
-            vocoder = UnitVocoder(load_generator(args.vocoder, args.vocoder_config).to(args.device).remove_weight_norm())
+            vocoder = UnitVocoder(load_generator(args.vocoder_file, args.vocoder_config).to(args.device).remove_weight_norm())
         units = read_units(args.units, num_embeddings=vocoder.num_embeddings)
         if args.durations:
             units = expand_by_durations(units, args.durations)
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             unit_hifigan_only = [name for name in ("deduplicated", "utt2spk", "speaker_id") if getattr(args, name) not in (None, False)]
             if unit_hifigan_only:
-                raise VocoderConfigError(f"--{unit_hifigan_only[0]}: only a unit HiFi-GAN vocoder supports it, {args.vocoder} is another kind")
+                raise VocoderConfigError(f"--{unit_hifigan_only[0]}: only a unit HiFi-GAN vocoder supports it, {args.vocoder_dir} is another kind")
             outputs = vocoder.synthesize(utterances, args.batch_size)
         (output_dir / "wav").mkdir(parents=True, exist_ok=True)
         wav_scp, audio_seconds, started = {}, 0.0, time.perf_counter()
