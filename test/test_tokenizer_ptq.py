@@ -201,3 +201,69 @@ def test_too_little_audio_and_foreign_models_are_refused(setup):
         quantizable_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)), "all")
     with pytest.raises(LayerError, match="--scope 'cnn'"):
         quantizable_layers(setup[1].model, "cnn")
+
+
+@pytest.fixture(scope="module")
+def lm_experiment(tmp_path_factory):
+    """A tiny stage-4 experiment (one ESPnet epoch) whose vocabulary holds units 0..15 (K = 12 here)."""
+    from quant_testutils import train_experiment
+
+    return train_experiment(tmp_path_factory.mktemp("asr_lm"), "conf/lm/tiny_sofa_full.yaml")
+
+
+def test_asr_wer_metric_is_stage6s_wer_of_the_lm_on_the_same_units(setup, lm_experiment, tmp_path):
+    from sofa_speechlm.eval.asr import score_asr
+    from sofa_speechlm.eval.decoding import BatchDecoder
+    from sofa_speechlm.eval.prompts import read_prompts
+    from sofa_speechlm.lm.experiment import LMExperiment
+    from sofa_speechlm.quant.tokenizer.asr import AsrWordErrorRate, dev_texts
+    from sofa_speechlm.speech.units import write_units
+    from sofa_speechlm.text.lm_text import write_lm_text
+    from sofa_speechlm.text.tokenizer import JointTokenizer
+    from sofa_speechlm.data import read_table, write_table
+
+    root, reader, layers, _, uer = setup
+    keys = sorted(read_table(root / "dev" / "wav.scp"))
+    metric = AsrWordErrorRate(uer, keys, dev_texts([str(root / "dev")], keys), lm_experiment, max_utts=3, max_new_tokens=20)
+    assert metric.utterances == 3 and metric() == 0.0 and metric.name == "asr_wer"
+
+    # stage 3's LM text of the same full-precision units, decoded and scored as bin.evaluate does
+    split = tmp_path / "split"
+    (split / "asr").mkdir(parents=True)
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+        write_table(split / "asr" / name, read_table(root / "dev" / name))
+    write_units(split / "asr", {key: units.tolist() for key, units in zip(keys, uer.reference)})
+    write_lm_text(split, tmp_path / "lm_text", ["asr"])
+    experiment = LMExperiment.find(lm_experiment)
+    model, _ = experiment.load("cpu")
+    tokenizer = JointTokenizer(next((lm_experiment.parent / "bpe").glob("*.model")), lm_experiment.parent / "tokens.txt")
+    prompts = read_prompts(tmp_path / "lm_text" / "asr.txt", tokenizer, max_utts=3)
+    sos_eos = len((lm_experiment.parent / "tokens.txt").read_text().splitlines()) - 1
+    result = score_asr(BatchDecoder(model.eval(), sos_eos), tokenizer, prompts, tmp_path / "decode", 1, 20)
+    assert metric.fp_wer == pytest.approx(result["wer"])
+
+
+def test_exp_dir_makes_the_asr_wer_the_dev_metric_of_the_search(setup, lm_experiment, tmp_path, capsys):
+    root = setup[0]
+    out = tmp_path / "ptq"
+    base = ["--hubert_ckpt", str(root / "hf"), "--layer", "2", "--kmeans_file", str(root / "km.npy"),
+            "--data_dir", str(root / "calib"), "--dev_data_dir", str(root / "dev"), "--output_dir", str(out)]
+    quantize_tokenizer.main(base + [
+        "--methods", "stablequant", "--settings", "W8A8", "--gamma", "20", "--p_max", "8", "--p_step", "4", "--bins", "256",
+        "--timing_repeats", "1", "--exp_dir", str(lm_experiment), "--asr_max_utts", "3", "--asr_max_new_tokens", "20"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["dev_metric"] == "asr_wer"
+    assert report["asr"]["utterances"] == 3 and report["asr"]["exp_dir"] == str(lm_experiment)
+    (row,) = report["rows"]
+    assert set(row["selection_asr_wer"]) == set(setup[2]) and row["selection_uer"] == {}  # Algorithm 1 scored by WER
+    assert set(row["p_curve"]) == {"0.0", "4.0", "8.0"} or set(row["p_curve"]) == {"0.0"}
+    assert row["dev_asr_wer"] >= 0 and row["dev_uer"] is not None
+    selected = [name for name, delta in row["selection_asr_wer"].items() if delta > 20]
+    assert row["selected"] == selected
+    assert "dev ASR WER %" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        quantize_tokenizer.main(base + ["--exp_dir", str(tmp_path / "missing")])
+    assert "missing: not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quantize_tokenizer.main(base + ["--exp_dir", str(lm_experiment), "--asr_max_utts", "0"])
+    assert "--asr_max_utts 0" in capsys.readouterr().err

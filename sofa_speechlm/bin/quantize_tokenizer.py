@@ -6,7 +6,9 @@
 
 Calibration histograms come from --data_dir; Algorithm 1 and 2 of StableQuant score candidates
 on --dev_data_dir by the unit error rate (UER: % of 50 Hz frames whose unit differs from the
-full-precision tokenizer's). Writes <output_dir>/<method>_<setting>_<scope>/ (a quantized
+full-precision tokenizer's), or with --exp_dir (a stage-4 LM experiment) by that LM's greedy
+ASR WER on the dev units (the first --asr_max_utts dev utterances, against their text) in WER
+points above its WER on the full-precision units, as the paper's WER. Writes <output_dir>/<method>_<setting>_<scope>/ (a quantized
 tokenizer: tokenizer_config.yaml + .done) per method x setting x scope, and report.md,
 report.json, activation_ranges.png in <output_dir>. Units of data dirs with a quantized
 tokenizer: python -m sofa_speechlm.bin.quantized_units. See docs/tokenizer_ptq.md.
@@ -22,6 +24,7 @@ import torch
 from sofa_speechlm.bin import add_log_level, setup_logging
 from sofa_speechlm.data import DataDirError
 from sofa_speechlm.quant.tokenizer.apply import SETTINGS, parse_setting, simulated
+from sofa_speechlm.quant.tokenizer.asr import AsrWordErrorRate, dev_texts
 from sofa_speechlm.quant.tokenizer.audio import sample_waveforms
 from sofa_speechlm.quant.tokenizer.calibrators import METHODS
 from sofa_speechlm.quant.tokenizer.evaluation import UnitErrorRate, extraction_ms_per_second
@@ -46,7 +49,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"calibration methods: {', '.join(METHODS)}")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"settings (symmetric): {', '.join(SETTINGS)}")
     parser.add_argument("--scope", nargs="+", default=["all"], help="transformer (transformer layers only) and/or all (CNN feature extractor too)")
-    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="Algorithm 1 threshold: dev UER points a layer may cost alone before it is clipped")
+    parser.add_argument("--exp_dir", default="", help="stage-4 LM experiment dir (exp/lm_<name>): Algorithms 1 and 2 use its dev ASR WER instead of the UER")
+    parser.add_argument("--asr_max_utts", type=int, default=20, help="with --exp_dir: dev utterances decoded for the ASR WER (the first N by id)")
+    parser.add_argument("--asr_max_new_tokens", type=int, default=100, help="with --exp_dir: longest ASR transcript in tokens (greedy)")
+    parser.add_argument("--batch_size", type=int, default=16, help="with --exp_dir: utterances decoded together")
+    parser.add_argument("--gamma", type=float, default=DEFAULT_GAMMA,
+                        help="Algorithm 1 threshold: dev UER points (ASR WER points with --exp_dir) a layer may cost alone before it is clipped")
     parser.add_argument("--p_max", type=float, default=DEFAULT_P_MAX, help="largest cut-off percentile p searched (percent of values; the paper: 0.5)")
     parser.add_argument("--p_step", type=float, default=DEFAULT_P_STEP, help="step of the p grid (the paper: 0.01)")
     parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="histogram bins per layer")
@@ -76,6 +84,11 @@ def check_options(args, parser) -> list[float]:
             parser.error(f"--scope {scope!r}: expected one of {', '.join(SCOPES)}")
     if args.timing_repeats < 1:
         parser.error(f"--timing_repeats {args.timing_repeats}: expected at least 1")
+    if args.exp_dir and not Path(args.exp_dir).is_dir():
+        parser.error(f"--exp_dir {args.exp_dir}: not a directory (a stage-4 LM experiment, exp/lm_<name>)")
+    for name in ("asr_max_utts", "asr_max_new_tokens", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: expected at least 1")
     if args.bins < 16:
         parser.error(f"--bins {args.bins}: expected at least 16")
     try:
@@ -101,9 +114,16 @@ def run(args, grid) -> dict:
                          f"of {args.hubert_ckpt} gives {reader.dim}-dim features")
     audio = dict(sample_rate=reader.sample_rate, min_samples=reader.min_samples)
     calib = list(sample_waveforms(args.data_dir, args.num_calib_utts, args.seed, option="--data_dir", min_seconds=args.min_calib_seconds, **audio).values())
-    dev = list(sample_waveforms(args.dev_data_dir, args.num_dev_utts, args.seed, option="--dev_data_dir", **audio).values())
+    dev_waveforms = sample_waveforms(args.dev_data_dir, args.num_dev_utts, args.seed, option="--dev_data_dir", **audio)
+    dev = list(dev_waveforms.values())
     test = list(sample_waveforms(args.test_data_dir, args.num_dev_utts, args.seed, option="--test_data_dir", **audio).values()) if args.test_data_dir else []
     dev_uer = UnitErrorRate(reader, kmeans, dev)
+    dev_asr = None  # with --exp_dir: the LM's dev ASR WER is the dev metric of Algorithms 1 and 2
+    if args.exp_dir:
+        keys = list(dev_waveforms)
+        dev_asr = AsrWordErrorRate(dev_uer, keys, dev_texts(args.dev_data_dir, keys), args.exp_dir, args.asr_max_utts,
+                                   args.asr_max_new_tokens, args.batch_size, args.device)
+    dev_metric = dev_asr or dev_uer
     test_uer = UnitErrorRate(reader, kmeans, test) if test else None
     fp_ms = extraction_ms_per_second(reader, dev, args.timing_repeats)
     fp_bytes = parameter_bytes(reader.model)
@@ -120,7 +140,7 @@ def run(args, grid) -> dict:
                 name = variant_name(method, setting, scope)
                 logging.info("%s: calibrating %d layers", name, len(layers))
                 plan, details = calibrate(method, layers, {n: hists[n] for n in layers}, weight_bits, act_bits,
-                                          evaluate=dev_uer, gamma=args.gamma, grid=grid)
+                                          evaluate=dev_metric, gamma=args.gamma, grid=grid)
                 with simulated(layers, plan):
                     simulated_uer = dev_uer()
                 variant_dir = save_quantized_tokenizer(output_dir / name, plan, hubert_ckpt=args.hubert_ckpt, layer=args.layer,
@@ -139,6 +159,9 @@ def run(args, grid) -> dict:
                     "percentiles": plan.percentiles, "clips": plan.clips,
                     "selection_uer": details.get("selection_uer", {}), "p_curve": details.get("p_curve", {}),
                 }
+                if dev_asr:  # Algorithm 1's deltas and Algorithm 2's curve are in ASR WER points above full precision
+                    row["dev_asr_wer"] = dev_asr.wer(tokenizer)
+                    row["selection_asr_wer"] = details.get("selection_asr_wer", {})
                 row["size_ratio"] = row["size_mb"] * 1e6 / fp_bytes
                 row["speedup"] = fp_ms / row["ms_per_audio_s"]
                 rows.append(row)
@@ -151,6 +174,9 @@ def run(args, grid) -> dict:
         "dev": {"utterances": len(dev), "frames": dev_uer.frames},
         "test": {"utterances": len(test), "frames": test_uer.frames} if test_uer else None,
         "full_precision": {"size_mb": fp_bytes / 1e6, "ms_per_audio_s": fp_ms},
+        "dev_metric": dev_metric.name,
+        "asr": {"exp_dir": str(args.exp_dir), "utterances": dev_asr.utterances, "max_new_tokens": args.asr_max_new_tokens,
+                "full_precision_wer": dev_asr.fp_wer} if dev_asr else None,
         "activations": activation_summary(hists), "rows": rows,
     }
 

@@ -32,6 +32,8 @@ class UnitErrorRate:
     """Callable: UER (%) of the reader's model as it is now (or of another reader given to the
     call, e.g. a loaded quantized tokenizer) against the full-precision units computed at init."""
 
+    name = "uer"
+
     def __init__(self, reader, kmeans: KmeansQuantizer, waveforms: list[np.ndarray]):
         self.reader, self.kmeans, self.waveforms = reader, kmeans, waveforms
         self.reference = self.units()

@@ -87,24 +87,34 @@ def write_report(output_dir: Path, report: dict) -> tuple[Path, Path]:
         + (f"; test: {report['test']['utterances']} utterances, {report['test']['frames']} frames" if report.get("test") else ""),
         f"- unit error rate (UER): % of 50 Hz frames whose unit differs from the full-precision tokenizer's",
         f"- full precision: {fp['size_mb']:.3f} MB parameters, {fp['ms_per_audio_s']:.2f} ms per second of audio",
-        f"- StableQuant: gamma {report['gamma']} UER points, p grid 0..{report['p_max']} step {report['p_step']} (% of values cut off)",
-        "", "| scope | setting | method | dev UER % | dev dedup UER % | test UER % | execution | size MB | size ratio | speed-up | selected layers | p_opt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    asr = report.get("asr")
+    metric = "ASR WER points above full precision" if asr else "UER"
+    if asr:
+        lines.append(f"- dev metric of Algorithms 1 and 2: greedy ASR WER of `{asr['exp_dir']}` on {asr['utterances']} dev utterances "
+                     f"(full-precision units: {asr['full_precision_wer']:.2f}%), in WER points above it")
+    lines += [
+        f"- StableQuant: gamma {report['gamma']} {'ASR WER' if asr else 'UER'} points, p grid 0..{report['p_max']} step {report['p_step']} (% of values cut off)",
+        "", "| scope | setting | method | dev UER % | dev dedup UER % |" + (" dev ASR WER % |" if asr else "")
+        + " test UER % | execution | size MB | size ratio | speed-up | selected layers | p_opt |",
+        "|---|---|---|---|---|" + ("---|" if asr else "") + "---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row['scope']} | {row['setting']} | {row['method']} | {_cell(row['dev_uer'])} | {_cell(row.get('dev_dedup_uer'))} | {_cell(row.get('test_uer'))} | "
+            f"| {row['scope']} | {row['setting']} | {row['method']} | {_cell(row['dev_uer'])} | {_cell(row.get('dev_dedup_uer'))} | "
+            + (f"{_cell(row.get('dev_asr_wer'))} | " if asr else "") + f"{_cell(row.get('test_uer'))} | "
             f"{row['execution']} | {row['size_mb']:.3f} | {row['size_ratio']:.3f} | {row['speedup']:.2f}x | "
             f"{', '.join(row['selected']) if row['method'] == 'stablequant' else '-'} | {_cell(row.get('p_opt'))} |")
     for row in report["rows"]:
         if row["method"] == "stablequant":
+            deltas = row.get("selection_asr_wer", {}) if asr else row["selection_uer"]
             lines += ["", f"## StableQuant {row['scope']} {row['setting']}", "",
-                      "Layer selection (Algorithm 1, dev UER with only that layer's input max-quantized):", "",
-                      "| layer | UER % | selected | p |", "|---|---|---|---|"]
-            lines += [f"| {name} | {uer:.2f} | {'yes' if name in row['selected'] else ''} | {row['percentiles'].get(name, 0.0):g} |"
-                      for name, uer in row["selection_uer"].items()]
-            lines += ["", "Percentile search (Algorithm 2, dev UER per p): "
-                      + ", ".join(f"{p}: {uer:.2f}" for p, uer in row["p_curve"].items())]
+                      f"Layer selection (Algorithm 1, dev {metric} with only that layer's input max-quantized):", "",
+                      f"| layer | {'WER points' if asr else 'UER %'} | selected | p |", "|---|---|---|---|"]
+            lines += [f"| {name} | {delta:.2f} | {'yes' if name in row['selected'] else ''} | {row['percentiles'].get(name, 0.0):g} |"
+                      for name, delta in deltas.items()]
+            lines += ["", f"Percentile search (Algorithm 2, dev {metric} per p): "
+                      + ", ".join(f"{p}: {value:.2f}" for p, value in row["p_curve"].items())]
     lines += ["", f"![activation ranges]({RANGES_PNG})", ""]
     (output_dir / REPORT_MD).write_text("\n".join(lines))
     return output_dir / REPORT_JSON, output_dir / REPORT_MD

@@ -5,7 +5,8 @@ Algorithm 1: each layer's input activation alone is quantized with max calibrati
 m=0)); the layers whose dev degradation Delta exceeds gamma form S. Algorithm 2 over the grid
 P: layers in S get S_c(p, m=1) (percentile clipping, then MSE), the others S_c(0, 1) (MSE
 only); the whole model (weights and activations) is quantized for each p and p_opt minimises
-the dev metric (ties: the smallest p). The dev metric here is the unit error rate (evaluation.py)."""
+the dev metric (ties: the smallest p). The dev metric here is the unit error rate (evaluation.py),
+or, with a stage-4 LM, its ASR WER on the dev units against full precision (asr.py)."""
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,8 @@ def select_layers(layers: dict[str, nn.Module], hists: dict[str, Histogram], act
         with simulated(layers, QuantPlan(act_bits, {name: search_clip(hists[name], 0.0, act_bits, mse=False)})):
             deltas[name] = evaluate()
     selected = [name for name, delta in deltas.items() if delta > gamma]
-    logging.info("A%d: %d of %d layers degrade the dev UER by more than gamma=%.3g: %s",
-                 act_bits, len(selected), len(layers), gamma, ", ".join(selected) or "none")
+    logging.info("A%d: %d of %d layers degrade the dev %s by more than gamma=%.3g: %s", act_bits, len(selected), len(layers),
+                 getattr(evaluate, "name", "UER"), gamma, ", ".join(selected) or "none")
     return deltas
 
 
@@ -68,8 +69,10 @@ def stablequant(layers, hists, weight_bits, act_bits, evaluate, gamma=DEFAULT_GA
                 scored[key] = evaluate()
         curve[p] = scored[key]
     p_opt = min(curve, key=lambda p: (curve[p], p))
-    logging.info("W%dA%d: p_opt = %g (dev UER %.3f%%) for %s", weight_bits, act_bits, p_opt, curve[p_opt], ", ".join(selected) or "no layer")
-    details = {"gamma": gamma, "selection_uer": deltas, "selected": selected, "p_opt": p_opt, "p_curve": curve}
+    logging.info("W%dA%d: p_opt = %g (dev %s %.3f) for %s", weight_bits, act_bits, p_opt, getattr(evaluate, "name", "UER"),
+                 curve[p_opt], ", ".join(selected) or "no layer")
+    metric = getattr(evaluate, "name", "uer")  # "asr_wer" (asr.py): deltas and curve in WER points against full precision
+    details = {"gamma": gamma, "metric": metric, f"selection_{metric}": deltas, "selected": selected, "p_opt": p_opt, "p_curve": curve}
     return adaptive_plan(hists, selected, p_opt, weight_bits, act_bits), details
 
 
