@@ -101,8 +101,22 @@ job_ngpu=$(( ngpu > 0 ? 1 : 0 ))  # GPUs of each single-device job (${cuda_cmd} 
 splits="train dev test"
 speech_tasks="speechlm asr tts"
 
+# The corpus roots a recipe's data script reads: each variable its ./db.sh exports, as db.sh sets
+# it (the environment wins), absolute with links resolved; nothing where there is no db.sh (the
+# embedded default). Stage 1's marker holds them, so a changed root reruns stage 1, whose data
+# script then prepares again only the subsets of the corpus that changed.
+corpus_roots() {
+    [ -f ./db.sh ] || return 0
+    (
+        . ./db.sh > /dev/null
+        for _var in $(sed -n 's/^[[:space:]]*export[[:space:]]\{1,\}\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' ./db.sh); do
+            [ -z "${!_var:-}" ] || printf ' %s=%s' "${_var}" "$(readlink -m -- "${!_var}")"
+        done
+    )
+}
+
 if wants_stage 1; then
-    settings="data_script=${data_script} seed=${seed} fs=${fs}${local_data_opts:+ local_data_opts=${local_data_opts}}"
+    settings="data_script=${data_script} seed=${seed} fs=${fs}${local_data_opts:+ local_data_opts=${local_data_opts}}$(corpus_roots)"
     if stage_finished 1 "${settings}"; then
         log "Stage 1: data dirs already complete in ${datadir}; skipping"
     else

@@ -8,7 +8,7 @@ import soundfile
 from corpora_testutils import make_librilight, make_librispeech, make_libritts, make_ljspeech, make_mls, make_vctk
 from sofa_speechlm.bin import prepare_corpus as prepare_cli
 from sofa_speechlm.data import DataDir, DataDirError
-from sofa_speechlm.data.corpora import CORPORA, CorpusNotFound, LayoutError, PrepOptions, normalize_text, prepare_corpus
+from sofa_speechlm.data.corpora import CORPORA, CorpusNotFound, LayoutError, PrepOptions, normalize_text, prepare_corpus, subset_source
 from sofa_speechlm.data.corpora.librilight import merge_voice_activity
 from sofa_speechlm.data.corpora.tasks import make_task_dir
 from sofa_speechlm.data.validate import validate_data_dir
@@ -197,3 +197,21 @@ def test_cli_reports_a_missing_corpus_and_follows_the_option_convention(tmp_path
     root = make_vctk(tmp_path / "vctk")
     assert prepare_cli.main(["--corpus", "vctk", "--corpus_dir", str(root), "--data_dir", str(tmp_path / "d"), "--vctk_mic", "mic2", "--nj", "1", "--log_level", "WARNING"]) == 0
     assert all(entry.split()[1].endswith("_mic2.flac") for entry in DataDir(tmp_path / "d" / "all").wav_scp.values())
+
+
+def test_subset_source_names_the_resolved_root_and_follows_the_listing(tmp_path):
+    root = make_librispeech(tmp_path / "ls", ("train-clean-100", "dev-clean"))
+    (tmp_path / "link").symlink_to(root)
+    before = {subset: subset_source("librispeech", tmp_path / "link", subset) for subset in ("train-clean-100", "dev-clean")}
+    assert before["dev-clean"].startswith(f"root={root.resolve()}/LibriSpeech listing=")
+    assert subset_source("librispeech", root, "dev-clean") == before["dev-clean"]      # the same corpus through another path
+    (root / "LibriSpeech" / "train-clean-100" / "999").mkdir()                          # a speaker more in one subset
+    assert subset_source("librispeech", root, "train-clean-100") != before["train-clean-100"]
+    assert subset_source("librispeech", root, "dev-clean") == before["dev-clean"]
+    (root / "LibriSpeech" / "SPEAKERS.TXT").write_text("a new release\n")               # a file of the top folder
+    assert subset_source("librispeech", root, "dev-clean") != before["dev-clean"]
+    lm = tmp_path / "lm.txt"
+    lm.write_text("ONE SENTENCE\n")
+    first = subset_source("librispeech_lm", lm, "lm")
+    lm.write_text("ANOTHER SENTENCE\n")
+    assert first.startswith(f"root={lm.resolve()} listing=") and subset_source("librispeech_lm", lm, "lm") != first

@@ -64,3 +64,45 @@ def test_libritts_recipe_stage1_and_a_missing_corpus(repo, tmp_path, shell_env):
     assert DataDir(data / "train" / "textlm").text["300_55_000001_000000"] == "HELLO 300'S WORLD NUMBER 0"
     assert all(entry.startswith("sox ") for entry in DataDir(data / "dev" / "tts").wav_scp.values())
     assert len(_ids(data / "vocoder")) == 3
+
+
+def test_a_changed_corpus_root_redoes_that_corpus_and_an_unchanged_rerun_skips(repo, tmp_path, shell_env):
+    """Stage 1 through the recipe's run.sh: its marker records the db.sh roots, each subset's marker
+    the corpus folder it was read from, so pointing LIBRITTS at another corpus prepares LibriTTS
+    again (and not LJSpeech), and the data dirs follow the new corpus."""
+    recipe = repo / "egs" / "libritts" / "speechlm1"
+    db = tmp_path / "db"
+    first, second = make_libritts(db / "first"), make_libritts(db / "second", ("dev-clean", "test-clean", "train-clean-100"))  # other speakers
+    env = _corpus_env(shell_env, LIBRITTS=first, LJSPEECH=make_ljspeech(db / "lj"))
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    args = [recipe / "run.sh", "--stage", "1", "--stop_stage", "1", "--datadir", data, "--expdir", exp, "--nj", "1",
+            "--local_data_opts", "--train_sets libritts:train-clean-100"]
+    data_sh = [recipe / "local" / "data.sh", "--data_dir", data, "--nj", "1", "--train_sets", "libritts:train-clean-100"]
+    subsets = ("train-clean-100", "dev-clean", "test-clean")
+
+    def audio_roots():
+        return {entry.split()[1].split("/LibriTTS/")[0] for split in ("train", "dev", "test") for entry in DataDir(data / split / "asr").wav_scp.values()}
+
+    run_script(args, recipe, env, check=True)
+    assert audio_roots() == {str(first)}
+    assert _ids(data / "train" / "asr")[0] == "300_55_000001_000000"
+    assert f" LIBRITTS={first.resolve()}" in (exp / ".done" / "stage1").read_text()
+    assert f"root={first.resolve()}/LibriTTS listing=" in (data / "local" / "libritts" / ".done.train-clean-100").read_text()
+
+    unchanged = run_script(args, recipe, env, check=True)
+    assert "already complete" in unchanged.stderr
+    prepared = {path: path.stat().st_mtime_ns for path in (data / "local").glob("*/*/wav.scp")}
+    direct = run_script(data_sh, recipe, env, check=True)                       # the data script alone keeps every subset
+    assert "preparing it again" not in direct.stderr and all(f"libritts {subset} already prepared" in direct.stderr for subset in subsets)
+    assert {path: path.stat().st_mtime_ns for path in prepared} == prepared
+
+    moved = run_script(args, recipe, dict(env, LIBRITTS=str(second)), check=True)
+    assert "Stage 1: data preparation" in moved.stderr
+    assert all(f"libritts {subset}: settings or corpus changed" in moved.stderr for subset in subsets)
+    assert "ljspeech all already prepared" in moved.stderr                      # the unchanged corpus is kept
+    assert audio_roots() == {str(second)}
+    assert _ids(data / "train" / "asr")[0] == "302_55_000001_000000" and "300_55_000001_000000" not in _ids(data / "train" / "textlm")
+    assert f" LIBRITTS={second.resolve()}" in (exp / ".done" / "stage1").read_text()
+    _check_task_dirs(data)
+    again = run_script(args, recipe, dict(env, LIBRITTS=str(second)), check=True)
+    assert "already complete" in again.stderr

@@ -50,3 +50,21 @@ def test_run_sh_help_lists_stage_options(repo, shell_env):
     result = run_script([repo / "run.sh", "--help"], repo, shell_env, check=True)
     for option in ("--stage", "--stop_stage", "--skip_stages", "--nj", "--hubert_ckpt", "--nclusters", "--nbpe", "--lm_configs", "--ptq_methods", "--whisper_model"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("recipe", ["librispeech", "libritts"])
+def test_recipe_run_sh_decodes_with_conf_decode_paper_sh(repo, shell_env, recipe):
+    """egs/*/speechlm1/run.sh passes conf/decode/paper.sh's decode_opts to the driver (its --help
+    shows the values the options would have), and an option given to run.sh still wins."""
+    env = dict(shell_env, WHISPER_MODEL="/models/whisper-large")
+    words = run_script(["bash", "-c", '. conf/decode/paper.sh && printf "%s\\n" "${decode_opts[@]}"'], repo, env, check=True).stdout.split()
+    paper = dict(zip(words[::2], words[1::2]))
+    assert paper["--asr_beam_size"] == paper["--tts_beam_size"] == "5" and paper["--whisper_model"] == "/models/whisper-large"
+    recipe_dir = repo / "egs" / recipe / "speechlm1"
+
+    def values(*args):
+        lines = run_script([recipe_dir / "run.sh", *args, "--help"], recipe_dir, env, check=True).stdout.splitlines()
+        return {name: next(line for line in lines if line.strip().startswith(f"{name} ")).rsplit('(default: "', 1)[1][:-2] for name in paper}
+
+    assert values() == paper
+    assert values("--tts_beam_size", "1", "--asr_max_new_tokens", "50") == dict(paper, **{"--tts_beam_size": "1", "--asr_max_new_tokens": "50"})

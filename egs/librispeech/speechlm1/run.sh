@@ -2,14 +2,15 @@
 # LibriSpeech SpeechLM recipe with the paper's data and settings: textLM on the LibriSpeech LM
 # corpus, speechLM on Libri-Light, ASR on LibriSpeech 960 h + MLS English, TTS on LibriTTS + VCTK
 # (local/data.sh); HuBERT-base layer-6 units (k=200); a joint BPE of 10k; SOFA vs vanilla OPT-350m
-# with LoRA (rank 256) on one GPU; the paper's PTQ settings; full test sets in stage 6.
+# with LoRA (rank 256) on one GPU; the paper's PTQ settings; stage 6 with the paper's decoding
+# options (conf/decode/paper.sh: beam 5, full test sets, WHISPER_MODEL as the TTS CER's judge).
 # Set the corpus roots in db.sh (or the environment) and the local checkpoints below; any option
 # of speechlm.sh (the shared driver, ../../../run.sh) can be appended and wins.
 set -euo pipefail
 
 hubert_ckpt=${HUBERT_CKPT:-}            # e.g. hubert_base_ls960.pt (fairseq) or a HF HuBERT dir (MFCC units when empty)
 pretrained_lm=${PRETRAINED_LM:-}        # e.g. a local copy of facebook/opt-350m (the config's model when empty)
-whisper_model=${WHISPER_MODEL:-}        # Whisper judge of the TTS CER (tools/models/whisper-tiny.en when empty)
+. conf/decode/paper.sh                   # decode_opts: stage 6's options (reads WHISPER_MODEL: the Whisper judge of the TTS CER; tools/models/whisper-tiny.en when empty)
 
 ./speechlm.sh \
     --data_script local/data.sh \
@@ -24,9 +25,5 @@ whisper_model=${WHISPER_MODEL:-}        # Whisper judge of the TTS CER (tools/mo
     --pretrained_lm "${pretrained_lm}" \
     --ngpu 1 \
     --ptq_config conf/ptq/paper.yaml \
-    --asr_max_utts 0 \
-    --tts_max_utts 0 \
-    --asr_max_new_tokens 300 \
-    --tts_max_new_tokens 2000 \
-    --whisper_model "${whisper_model}" \
+    "${decode_opts[@]}" \
     "$@"

@@ -5,7 +5,7 @@ subsets as data dirs, which a recipe's local/data.sh combines into its task dirs
 """
 
 from sofa_speechlm.data.corpora.base import CorpusNotFound, LayoutError, Recording, Report, normalize_text
-from sofa_speechlm.data.corpora.prepare import PrepOptions, SubsetSummary, prepare_corpus
+from sofa_speechlm.data.corpora.prepare import PrepOptions, SubsetSummary, prepare_corpus, subset_source
 from sofa_speechlm.data.corpora.registry import CORPORA, Corpus, get_corpus
 
-__all__ = ["CORPORA", "Corpus", "CorpusNotFound", "LayoutError", "PrepOptions", "Recording", "Report", "SubsetSummary", "get_corpus", "normalize_text", "prepare_corpus"]
+__all__ = ["CORPORA", "Corpus", "CorpusNotFound", "LayoutError", "PrepOptions", "Recording", "Report", "SubsetSummary", "get_corpus", "normalize_text", "prepare_corpus", "subset_source"]

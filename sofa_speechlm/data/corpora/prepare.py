@@ -7,7 +7,9 @@ recipe's is resampled through a sox pipe in wav.scp, or refused (never mixed sil
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shlex
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ import soundfile
 from tqdm import tqdm
 
 from sofa_speechlm.data.corpora.base import Recording, Report
+from sofa_speechlm.data.corpora.librispeech import find_lm_text
 from sofa_speechlm.data.corpora.registry import Corpus, get_corpus
 from sofa_speechlm.data.kaldi import DataDirError, write_table
 from sofa_speechlm.data.ops import write_data_dir
@@ -187,6 +190,35 @@ def prepare_subset(corpus: Corpus, root: Path, subset: str, output: Path, fs: in
         shutil.rmtree(staging, ignore_errors=True)
     report.log(f"{corpus.name} {subset}")
     return SubsetSummary(corpus.name, subset, count, hours, report)
+
+
+def _listing(folder: Path) -> list[str]:
+    """`name size` of each file and `name/` of each folder directly in `folder`, sorted."""
+    lines = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            lines.append(f"{entry.name}/" if entry.is_dir() else f"{entry.name} {entry.stat().st_size}")
+    return sorted(lines)
+
+
+def subset_source(name: str, corpus_dir: str | Path, subset: str) -> str:
+    """What a subset is prepared from, for the stage-1 markers: `root=<the corpus' top folder,
+    absolute, links resolved> listing=<12 hex digits>`, the listing being an md5 of the names (and
+    the sizes of the files) directly in the top folder and in the subset's folder (the LM text:
+    the file's name and size). Another root, a corpus replaced at the same path, or a subset with
+    other speakers changes it; audio rewritten in place with the same names and sizes does not.
+    Cheap at any scale: two directory listings, no audio read."""
+    corpus = get_corpus(name)
+    root = corpus.find_root(corpus_dir).resolve()
+    if corpus.fs == 0:
+        text = find_lm_text(root)
+        lines = [f"{text.name} {text.stat().st_size}"]
+    else:
+        lines = _listing(root)
+        if subset != "all" and (root / subset).is_dir():
+            lines += [f"{subset}/{line}" for line in _listing(root / subset)]
+    digest = hashlib.md5("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"root={root} listing={digest}"
 
 
 def prepare_corpus(name: str, corpus_dir: str | Path, data_dir: str | Path, subsets: list[str] | None = None, fs: int = 16000, options: PrepOptions | None = None) -> list[SubsetSummary]:

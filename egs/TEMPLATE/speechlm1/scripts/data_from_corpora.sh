@@ -17,24 +17,34 @@ _items=(); for _list in "${_task_lists[@]}" vocoder_sets; do
     done
 done
 
-# 1. Every corpus once, with all its subsets; a subset prepared with the same settings is kept.
+# 1. Every corpus once, with all its subsets. A subset's marker (.done.<subset>) holds the settings
+# and its source: the corpus folder it was read from (from db.sh's variable, absolute, links
+# resolved) and a fingerprint of that folder's and the subset folder's listings (names, file
+# sizes). A subset whose settings and source are unchanged is kept; one whose corpus root moved
+# or changed is prepared again, and only that one.
 for _corpus in $(printf '%s\n' "${_items[@]}" | cut -d: -f1 | sort -u); do
     _settings="fs=${fs} check_audio=${check_audio} resample=${resample} segment_method=${segment_method} segment_length=${segment_length} num_sentences=${num_lm_sentences} seed=${seed}"
+    _subsets=$(printf '%s\n' "${_items[@]}" | grep "^${_corpus}:" | cut -d: -f2 | sort -u | tr '\n' ' ')
+    _sources=$(python -m sofa_speechlm.bin.prepare_corpus --corpus "${_corpus}" --subsets "${_subsets}" --print_sources true)
+    declare -A _source=()
+    while IFS=$'\t' read -r _subset _line; do _source[${_subset}]=${_line}; done <<< "${_sources}"
     _todo=()
-    for _subset in $(printf '%s\n' "${_items[@]}" | grep "^${_corpus}:" | cut -d: -f2 | sort -u); do
+    for _subset in ${_subsets}; do
         _marker=${data_dir}/local/${_corpus}/.done.${_subset}
-        if [ -f "${_marker}" ] && [ "$(cat "${_marker}")" == "${_settings}" ] && [ -d "${data_dir}/local/${_corpus}/${_subset}" ]; then
-            echo "$0: ${_corpus} ${_subset} already prepared in ${data_dir}/local/${_corpus}/${_subset}" >&2
+        if [ -f "${_marker}" ] && [ "$(cat "${_marker}")" == "${_settings} ${_source[${_subset}]}" ] && [ -d "${data_dir}/local/${_corpus}/${_subset}" ]; then
+            echo "$0: ${_corpus} ${_subset} already prepared in ${data_dir}/local/${_corpus}/${_subset} (${_source[${_subset}]})" >&2
         else
+            [ -f "${_marker}" ] && echo "$0: ${_corpus} ${_subset}: settings or corpus changed since it was prepared (was: $(cat "${_marker}")); preparing it again" >&2
             _todo+=("${_subset}")
         fi
     done
     [ ${#_todo[@]} -gt 0 ] || continue
+    rm -f "${_todo[@]/#/${data_dir}/local/${_corpus}/.done.}"
     python -m sofa_speechlm.bin.prepare_corpus --corpus "${_corpus}" --data_dir "${data_dir}/local/${_corpus}" \
         --subsets "${_todo[*]}" --fs "${fs}" --nj "${nj}" --check_audio "${check_audio}" --resample "${resample}" \
         --segment_method "${segment_method}" --segment_length "${segment_length}" \
         --num_sentences "${num_lm_sentences}" --seed "${seed}"
-    for _subset in "${_todo[@]}"; do echo "${_settings}" > "${data_dir}/local/${_corpus}/.done.${_subset}"; done
+    for _subset in "${_todo[@]}"; do echo "${_settings} ${_source[${_subset}]}" > "${data_dir}/local/${_corpus}/.done.${_subset}"; done
 done
 
 # 2. The task dirs (and the vocoder's) as unions of the prepared subsets, in one process.
@@ -54,4 +64,4 @@ for _split in train dev test; do
         echo "$0: ${data_dir}/${_split}/${_task}: $(wc -l < "${data_dir}/${_split}/${_task}/utt2spk") utterances" >&2
     done
 done
-unset _task_lists _items _item _list _corpus _subset _todo _settings _marker _split _task
+unset _task_lists _items _item _list _corpus _subset _subsets _sources _source _line _todo _settings _marker _split _task
