@@ -47,6 +47,7 @@ ngpu=0                  # GPUs per node for LM training (ESPnet's --ngpu; above 
 num_nodes=1             # nodes for LM training (above 1: DDP over srun through espnet2.bin.launch; needs cmd_backend=slurm in cmd.sh)
 lm_long_lines=drop      # LM text lines over the LM's positions: drop, cut or error (ids in exp/lm_<name>/lm_text/<split>/long_lines)
 lm_max_length=0         # most BPE tokens per LM text line; 0: the LM's max_position_embeddings - 1 (<sos/eos>)
+lm_args=""              # extra options of ESPnet's lm_train (shell-quoted), overriding the configs', e.g. "--batch_bins 1000 --max_epoch 2"
 # Stage 5: post-training quantization
 ptq_methods="rtn smoothquant omniquant affinequant"  # PTQ methods or presets of --ptq_config (e.g. smoothquant_clip1)
 ptq_bits="W8A8 W4A4"    # PTQ settings: W8A8 W4A4 W4A16 W8A16 W6A6 (--ptq_config may add some per method)
@@ -390,6 +391,7 @@ if wants_stage 4; then
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
         settings="config=${lm_config}:$(md5sum < "${lm_config}" | cut -d' ' -f1) pretrained_lm=${pretrained_lm} ngpu=${ngpu} seed=${seed} long_lines=${lm_long_lines}:${lm_max_length} ${stats_settings}"
+        [ -n "${lm_args}" ] && settings+=" lm_args=${lm_args}"
         [ "${num_nodes}" -gt 1 ] && settings+=" num_nodes=${num_nodes}"
         if stage_finished "4.lm_${lm_name}" "${settings}"; then
             log "Stage 4: LM ${lm_exp} already trained; skipping"
@@ -398,6 +400,7 @@ if wants_stage 4; then
         claim_exp_dir "${lm_exp}" "${settings}"
         lm_override=()
         [ -n "${pretrained_lm}" ] && lm_override=(--lm_conf "pretrained=${pretrained_lm}" --lm_conf "hf_config=null")
+        eval "lm_override+=(${lm_args})"
         # Lines longer than this LM's positions are listed, then dropped or cut (--lm_long_lines), before ESPnet reads them.
         for split_and_source in train:train valid:dev; do
             split=${split_and_source%%:*}

@@ -34,9 +34,12 @@ def test_stage4_trains_merges_and_skips_when_finished(tmp_path):
     config.update(max_epoch=1, use_tensorboard=False, use_matplotlib=False)
     (tmp_path / "tiny_lora.yaml").write_text(yaml.safe_dump(config))
 
-    first = run_stage4(tmp_path, "--lm_configs", str(tmp_path / "tiny_lora.yaml"))
+    options = ("--lm_configs", str(tmp_path / "tiny_lora.yaml"), "--lm_args", "--keep_nbest_models 2 --log_interval 7")
+    first = run_stage4(tmp_path, *options)
     assert first.returncode == 0, first.stderr[-3000:]
     exp = tmp_path / "exp/lm_tiny_lora"
+    trained = yaml.safe_load((exp / "config.yaml").read_text())  # --lm_args override the config's values
+    assert (trained["keep_nbest_models"], trained["log_interval"]) == ([2], 7)
     for name in ("config.yaml", "valid.loss.ave.pth", "merged/config.yaml", "merged/model.pth"):
         assert (exp / name).is_file(), name
     assert yaml.safe_load((exp / "merged/config.yaml").read_text())["lm_conf"]["finetune"] == "full"
@@ -44,7 +47,7 @@ def test_stage4_trains_merges_and_skips_when_finished(tmp_path):
         assert (exp / f"lm_text/{split}/long_lines").read_text().split()[0] == f"utt_long_{'dev' if split == 'valid' else 'train'}"
     assert "utt_long_train (" in first.stderr
 
-    again = run_stage4(tmp_path, "--lm_configs", str(tmp_path / "tiny_lora.yaml"))
+    again = run_stage4(tmp_path, *options)
     assert again.returncode == 0 and "already trained; skipping" in again.stderr
 
 
