@@ -527,9 +527,11 @@ if wants_stage 6; then
             finish_stage "6.outliers.${lm_name}" "model=${fp_model_id}"
         fi
     done
-    # Stage 6 (tokenizer PTQ, when stage 2c ran): the FP LMs scored (speech PPL, ASR WER) on the test units of
-    # each quantized tokenizer -> ${expdir}/lm_<name>/eval_tokenizer_ptq/<method>_<setting>/scores.json
-    # (outside eval/, so that RESULTS.md keeps one fp row per LM).
+    # Stage 6 (tokenizer PTQ, when stage 2c ran): each LM at full precision and each of its finished stage-5
+    # variants scored (speech PPL, ASR WER) on the test units of each quantized tokenizer, in one process per
+    # LM and tokenizer -> ${expdir}/lm_<name>/eval_tokenizer_ptq/<method>_<setting>/<fp|variant>/scores.json
+    # (outside eval/, so that the main table of RESULTS.md keeps one row per model; its tokenizer-PTQ table
+    # sets them against the same model on the full-precision units).
     for item in ${tokenizer_ptq}; do
         [ -n "${hubert_ckpt}" ] || break
         tptq_setting=${item#*:}; tptq_name=${item%%:*}_${tptq_setting,,}; tptq_units=${dumpdir}/tokenizer_ptq/${tptq_name}/test
@@ -539,14 +541,30 @@ if wants_stage 6; then
         units_id=$(cat "${tptq_units}"/*/units | md5sum | cut -c1-12)
         for lm_config in ${lm_configs}; do
             lm_name=$(basename "${lm_config}" .yaml); lm_exp=${expdir}/lm_${lm_name}; out=${lm_exp}/eval_tokenizer_ptq/${tptq_name}
-            if stage_finished "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}" && [ -f "${out}/scores.json" ]; then
-                log "Stage 6: ${out}/scores.json already complete; skipping"
-                continue
-            fi
-            log "Stage 6: ${lm_name} on the test units of the ${item} tokenizer -> ${out}/scores.json"
-            ${cuda_cmd} --gpu "${job_ngpu}" "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" "${eval_opts[@]}" \
-                --lm_text_dir "${tptq_text}" --eval_sets speechlm asr --latency false --output_dir "${out}"
-            finish_stage "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}"
+            fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
+            variants=(fp)
+            for ptq_dir in "${lm_exp}"/ptq/*/; do
+                [ -f "${ptq_dir}.done" ] && variants+=("$(basename "${ptq_dir}")")
+            done
+            todo=(); todo_opts=(--fp false)
+            for variant in "${variants[@]}"; do
+                model_id=${fp_model_id}
+                [ "${variant}" = fp ] || model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
+                if stage_finished "6.tokenizer_ptq.${lm_name}.${tptq_name}.${variant}" "${eval_settings} units=${units_id} model=${model_id}" \
+                        && [ -f "${out}/${variant}/scores.json" ]; then
+                    log "Stage 6: ${out}/${variant}/scores.json already complete; skipping"
+                    continue
+                fi
+                todo+=("${variant}:${model_id}")
+                if [ "${variant}" = fp ]; then todo_opts[1]=true; else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
+            done
+            [ ${#todo[@]} -gt 0 ] || continue
+            log "Stage 6: ${lm_name} ${todo[*]%%:*} on the test units of the ${item} tokenizer -> ${out}/<variant>/scores.json (log: ${out}/evaluate.log)"
+            ${cuda_cmd} --gpu "${job_ngpu}" "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" "${todo_opts[@]}" \
+                "${eval_opts[@]}" --lm_text_dir "${tptq_text}" --eval_sets speechlm asr --latency false --output_root "${out}"
+            for todo_item in "${todo[@]}"; do
+                finish_stage "6.tokenizer_ptq.${lm_name}.${tptq_name}.${todo_item%%:*}" "${eval_settings} units=${units_id} model=${todo_item#*:}"
+            done
         done
     done
     reference_dir=${expdir}/eval/reference

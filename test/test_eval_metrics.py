@@ -273,3 +273,18 @@ def test_stage5_variant_is_scored_simulated_and_timed_on_real_kernels(experiment
         "smoothquant_w8a8", "smoothquant", "W8A8", "simulated")
     assert scores["metrics"]["text_ppl"] == pytest.approx(fp["metrics"]["text_ppl"], rel=0.05)
     assert scores["latency"]["execution"] == "real" and scores["latency"]["ms_per_token_bs1"] > 0
+    # both in one process, each into <output_root>/<fp|variant> (stage 6 on a quantized tokenizer's units)
+    root = tmp_path / "eval_tokenizer_ptq" / "max_w8a8"
+    evaluate.main(["--exp_dir", str(experiment / "exp/lm_tiny"), "--fp", "true", "--ptq_dir", str(ptq / "smoothquant_w8a8"),
+                   "--output_root", str(root), "--lm_text_dir", str(experiment / "lm_text"), "--eval_sets", "textlm",
+                   "--latency", "false", "--log_level", "WARNING"])
+    for variant, alone in (("fp", fp), ("smoothquant_w8a8", scores)):
+        together = json.loads((root / variant / "scores.json").read_text())
+        assert together["variant"] == variant and together["metrics"]["text_ppl"] == pytest.approx(alone["metrics"]["text_ppl"])
+
+
+def test_output_root_is_refused_beside_output_dir_and_for_the_reference_rows():
+    with pytest.raises(SystemExit):
+        evaluate.get_parser().parse_args(["--exp_dir", "x", "--output_dir", "a", "--output_root", "b"])
+    with pytest.raises(SystemExit, match="give no --exp_dir, --ptq_dir or --output_root"):
+        evaluate.main(["--reference", "--output_root", "b"])

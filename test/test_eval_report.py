@@ -1,5 +1,5 @@
 """bin.report over a made-up experiment dir: the paper's Table 10 rows, missing and malformed scores,
-reference rows, latency, outliers, compare mode; RESULTS.md and results.json agree."""
+reference rows, latency, outliers, compare mode, the tokenizer-PTQ section; RESULTS.md and results.json agree."""
 
 import json
 from pathlib import Path
@@ -89,8 +89,13 @@ def expdir(tmp_path):
 
 
 def main_table(markdown: str) -> list:
+    return table_rows(markdown, "| Model |")
+
+
+def table_rows(markdown: str, header_start: str) -> list:
+    """The cells of the first Markdown table whose header line starts with `header_start`."""
     lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| Model |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
     rows = []
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
@@ -153,6 +158,56 @@ def test_missing_expdir_and_no_rows_still_write_a_report(tmp_path):
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert results["rows"] == [] and "experiment dir not found" in results["problems"][0]
     assert "No evaluated model" in (tmp_path / "out/RESULTS.md").read_text()
+
+
+def write_tokenizer_scores(expdir: Path, attention, variant, tokenizer, speech_ppl, asr_wer):
+    """What run.sh's stage 6 writes for one model on the test units of one quantized tokenizer."""
+    scores = json.loads((expdir / lm_name(attention) / "eval" / variant / "scores.json").read_text())
+    scores.update(metrics={"speech_ppl": speech_ppl, "speech_acc": 10.0, "asr_wer": asr_wer}, latency=None)
+    path = expdir / lm_name(attention) / "eval_tokenizer_ptq" / tokenizer / variant / "scores.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(scores))
+
+
+def test_tokenizer_ptq_section_sets_each_model_against_itself_on_full_precision_units(expdir):
+    report.main(["--exp_dir", str(expdir), "--no_plots"])
+    markdown = (expdir / "RESULTS.md").read_text()
+    assert "Speech tokenizer PTQ" not in markdown and json.loads((expdir / "results.json").read_text())["tokenizer_ptq"] == []
+    main_before = main_table(markdown)
+
+    # vanilla fp on full-precision units (TABLE10): speech PPL 43.10, ASR WER 8.42; its W8A8 variant 43.14, 8.47
+    write_tokenizer_scores(expdir, "softmax", "fp", "stablequant_w8a8", 43.10 * 1.1, 8.42 * 1.21)
+    write_tokenizer_scores(expdir, "softmax", "fp", "max_w8a8", 43.10 * 4, 8.42)
+    write_tokenizer_scores(expdir, "softmax", "smoothquant_w8a8", "stablequant_w8a8", 43.14 * 1.21, 8.47)
+    report_json = expdir / "tokenizer_ptq" / "stablequant_w8a8" / "report.json"  # stage 2c's; max_w8a8 has none
+    report_json.parent.mkdir(parents=True)
+    report_json.write_text(json.dumps({"rows": [{"method": "stablequant", "setting": "W8A8", "scope": "all", "dev_uer": 0.113}]}))
+    bad = expdir / lm_name("sofa") / "eval_tokenizer_ptq" / "max_w8a8" / "fp" / "scores.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{not json")
+    report.main(["--exp_dir", str(expdir), "--no_plots"])
+    markdown = (expdir / "RESULTS.md").read_text()
+    results = json.loads((expdir / "results.json").read_text())
+
+    assert main_table(markdown) == main_before  # the main table is untouched
+    model = lm_name("softmax")
+    # rows: each model of the main table on the full-precision units, then per quantized tokenizer;
+    # drops: sqrt(1.1 * 1.21) - 1, sqrt(4 * 1) - 1, and sqrt(1.21 * 1) - 1 against the W8A8 variant's own row
+    assert table_rows(markdown, "| Model | LM variant | Tokenizer |") == [
+        [model, "FP", "full precision", "–", "43.10", "8.42", "-"],
+        [model, "FP", "max_w8a8", "–", "172.40", "8.42", "100.00%"],
+        [model, "FP", "stablequant_w8a8", "0.11", "47.41", "10.19", "15.37%"],
+        [model, "W8/A8 SmoothQuant", "full precision", "–", "43.14", "8.47", "-"],
+        [model, "W8/A8 SmoothQuant", "stablequant_w8a8", "0.11", "52.20", "8.47", "10.00%"],
+    ]
+    assert "against the same model and variant on the full-precision units" in markdown
+    rows = results["tokenizer_ptq"]
+    assert [(r["variant"], r["tokenizer"]) for r in rows] == [("fp", "full precision"), ("fp", "max_w8a8"), ("fp", "stablequant_w8a8"),
+                                                             ("smoothquant_w8a8", "full precision"), ("smoothquant_w8a8", "stablequant_w8a8")]
+    assert rows[2]["avg_drop"] == pytest.approx(1.331 ** 0.5 - 1) and rows[2]["drop_metrics"] == ["speech_ppl", "asr_wer"]
+    assert rows[2]["baseline"] == str(expdir / model / "eval" / "fp" / "scores.json") and rows[2]["dev_uer"] == 0.113
+    assert set(rows[2]["metrics"]) == {"speech_ppl", "asr_wer"}
+    assert any(str(bad) in p and "not readable as JSON" in p for p in results["problems"])
 
 
 @pytest.mark.parametrize("content, message", [

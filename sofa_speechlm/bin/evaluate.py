@@ -6,6 +6,9 @@ The full-precision stage-4 model:
 Stage-5 variants of it (checked to come from that experiment and vocabulary), and with --fp
 true the full-precision model too, in one process (Whisper and the vocoder are loaded once):
     python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --ptq_dir exp/lm_x/ptq/rtn_w8a8 ... [--fp true]
+Several models on other test text (e.g. the units of a quantized tokenizer) go to --output_root:
+    python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --fp true --ptq_dir ... --lm_text_dir D \
+        --output_root exp/lm_x/eval_tokenizer_ptq/<tokenizer>               # -> .../<tokenizer>/<fp|variant>
 A lora/qlora experiment as it trained (qlora: int8 base + unmerged adapters, not the merged
 fp32 model that --fp scores), as the variant `as_trained`:
     python -m sofa_speechlm.bin.evaluate --exp_dir exp/lm_x --as_trained true   # -> exp/lm_x/eval/as_trained
@@ -48,7 +51,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--as_trained", type=str2bool, default=False,
                         help="also score a lora/qlora experiment as it trained (qlora: int8 base + adapters), variant as_trained")
     parser.add_argument("--reference", action="store_true", help="score the TTS reference rows instead of a model")
-    parser.add_argument("--output_dir", help="default: <exp_dir>/eval/<fp|variant>, or exp/eval/reference (one model only)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--output_dir", help="default: <exp_dir>/eval/<fp|variant>, or exp/eval/reference (one model only)")
+    output.add_argument("--output_root", help="each model into <output_root>/<fp|variant> (default: <exp_dir>/eval)")
     parser.add_argument("--lm_text_dir", default="dump/lm_text/test", help="test LM text: textlm.txt speechlm.txt asr.txt tts.txt")
     parser.add_argument("--tts_data_dir", default="data/test/tts", help="test TTS data dir (wav.scp, text, units) for --reference")
     parser.add_argument("--eval_sets", nargs="+", default=list(EVAL_SETS), choices=EVAL_SETS, help="test sets to score")
@@ -173,7 +178,8 @@ def default_output_dir(args, ptq_dir: str | None = None, as_trained: bool = Fals
         return Path(args.output_dir)
     if args.reference:
         return Path("exp/eval/reference")
-    return Path(args.exp_dir) / "eval" / (Path(ptq_dir).name if ptq_dir else AS_TRAINED if as_trained else "fp")
+    root = Path(args.output_root) if args.output_root else Path(args.exp_dir) / "eval"
+    return root / (Path(ptq_dir).name if ptq_dir else AS_TRAINED if as_trained else "fp")
 
 
 def evaluate_model(args, ptq_dir: str | None = None, as_trained: bool = False) -> Path:
@@ -367,8 +373,8 @@ def main(cmd=None) -> None:
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     if args.reference:
-        if args.exp_dir or args.ptq_dir:
-            raise SystemExit("--reference scores the reference rows: give no --exp_dir or --ptq_dir")
+        if args.exp_dir or args.ptq_dir or args.output_root:
+            raise SystemExit("--reference scores the reference rows into --output_dir: give no --exp_dir, --ptq_dir or --output_root")
         evaluate_references(args)
         return
     if not args.exp_dir:
@@ -379,7 +385,7 @@ def main(cmd=None) -> None:
     with_fp = args.fp if args.fp is not None else not args.ptq_dir
     models = ([None] if with_fp else []) + list(args.ptq_dir)
     if args.output_dir and len(models) + args.as_trained > 1:
-        raise SystemExit(f"--output_dir names one model's dir, but {len(models) + args.as_trained} models are scored; leave it out")
+        raise SystemExit(f"--output_dir names one model's dir, but {len(models) + args.as_trained} models are scored; give --output_root instead")
     for ptq_dir in models:
         evaluate_model(args, ptq_dir)
     if args.as_trained:

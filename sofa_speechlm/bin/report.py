@@ -3,8 +3,10 @@
     python -m sofa_speechlm.bin.report --exp_dir exp                     # -> exp/RESULTS.md ...
     python -m sofa_speechlm.bin.report --compare exp_sofa exp_vanilla --output_dir exp_cmp
 
-Reads every exp/lm_*/eval/<variant>/scores.json and outliers.json and exp/eval/reference/*/scores.json
-(CONTRACTS.md); a missing or malformed file is reported under "Problems", the rest still is.
+Reads every exp/lm_*/eval/<variant>/scores.json and outliers.json, exp/eval/reference/*/scores.json
+and, from stage 2c's quantized tokenizers, exp/lm_*/eval_tokenizer_ptq/<tokenizer>/<variant>/scores.json
+with exp/tokenizer_ptq/<tokenizer>/report.json (CONTRACTS.md); a missing or malformed file is reported
+under "Problems", the rest still is.
 """
 
 from __future__ import annotations

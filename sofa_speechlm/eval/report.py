@@ -6,6 +6,10 @@ taken against its baseline: the full-fine-tuning full-precision row of the same 
 when the collection has one (Table 2: LoRA and LoRA+SQ against Full), else its own LM's
 full-precision row (Tables 1, 10). Unreadable or missing scores become listed problems; the other
 rows are still reported.
+
+With stage 2c's quantized speech tokenizers (docs/tokenizer_ptq.md), each model's scores on a
+tokenizer's test units (`lm_*/eval_tokenizer_ptq/<tokenizer>/<variant>/scores.json`) form a table
+of their own, each row's drop taken against the same model on the full-precision units.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from sofa_speechlm.eval.drop import DROP_METRICS, metric_drop
 
 SCORES_JSON = "scores.json"
 OUTLIERS_JSON = "outliers.json"
+TOKENIZER_PTQ_EVAL = "eval_tokenizer_ptq"  # lm_*/<this>/<tokenizer>/<variant>/scores.json (run.sh stage 6)
+TOKENIZER_PTQ_REPORT = "tokenizer_ptq/{}/report.json"  # stage 2c's report of one tokenizer, in the expdir
 FP_VARIANT = "fp"
+FP_TOKENIZER = "full precision"
 METRIC_LABELS = {"text_ppl": "TextLM PPL", "speech_ppl": "SpeechLM PPL", "asr_wer": "ASR WER", "tts_cer": "TTS CER"}
 ATTENTION_LABELS = {"softmax": "Vanilla", "sofa": "SOFA"}
 FINETUNE_ORDER = ("full", "lora", "qlora")
@@ -30,6 +37,7 @@ FINETUNE_LABELS = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
 SETTING_ORDER = ("W16A16", "W8A16", "W8A8", "W4A16", "W4A4")
 METHOD_LABELS = {"smoothquant": "SmoothQuant", "affinequant": "AffineQuant", "omniquant": "OmniQuant", "rtn": "RTN"}
 MODALITIES = ("text", "speech", "speech+text")
+TOKENIZER_METRICS = ("speech_ppl", "asr_wer")  # what stage 6 scores on a quantized tokenizer's units
 
 
 class ScoresError(ValueError):
@@ -73,6 +81,7 @@ class Collection:
     rows: list = field(default_factory=list)  # dicts: scores + "expdir", "path", "key"
     references: list = field(default_factory=list)
     outliers: list = field(default_factory=list)  # dicts: outliers.json + "expdir", "path", "key"
+    tokenizer_ptq: list = field(default_factory=list)  # dicts: scores + "expdir", "path", "key", "tokenizer", "dev_uer"
     problems: list = field(default_factory=list)
 
 
@@ -80,8 +89,50 @@ def _tag(expdir: Path, several: bool) -> str:
     return f"{expdir.name}/" if several else ""
 
 
+def _read_or_note(path: Path, problems: list) -> dict | None:
+    """read_scores, or None with the fault added to `problems`."""
+    try:
+        return read_scores(path)
+    except ScoresError as error:
+        problems.append(str(error))
+        return None
+
+
+def tokenizer_dev_uer(expdir: Path, tokenizer: str, problems: list) -> float | None:
+    """The dev unit error rate of a stage-2c tokenizer from its report.json (None when there is none)."""
+    path = expdir / TOKENIZER_PTQ_REPORT.format(tokenizer)
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        matches = [r for r in rows if f"{r['method']}_{str(r['setting']).lower()}" == tokenizer]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        problems.append(f"{path}: not a tokenizer PTQ report ({error!r})")
+        return None
+    if len(matches) != 1 or not _number(matches[0].get("dev_uer")):
+        problems.append(f"{path}: no single {tokenizer} row with a dev_uer")
+        return None
+    return matches[0]["dev_uer"]
+
+
+def collect_tokenizer_ptq(expdir: Path, lm_dir: Path, tag: str, found: Collection) -> None:
+    """The scores of `lm_dir`'s models on the test units of each quantized tokenizer, into found.tokenizer_ptq."""
+    dev_uer = {}
+    for path in sorted(lm_dir.glob(f"{TOKENIZER_PTQ_EVAL}/*/*/{SCORES_JSON}")):
+        scores = _read_or_note(path, found.problems)
+        if scores is None:
+            continue
+        tokenizer = path.parent.parent.name
+        if tokenizer not in dev_uer:
+            dev_uer[tokenizer] = tokenizer_dev_uer(expdir, tokenizer, found.problems)
+        key = f"{tag}{scores['lm'] or lm_dir.name}/{scores['variant']}"
+        found.tokenizer_ptq.append({**scores, "expdir": str(expdir), "path": str(path), "key": key,
+                                    "tokenizer": tokenizer, "dev_uer": dev_uer[tokenizer]})
+
+
 def collect(expdirs) -> Collection:
-    """Read scores/outliers of every `lm_*/eval/<variant>/` and `eval/reference/<name>/` of each expdir."""
+    """Read scores/outliers of every `lm_*/eval/<variant>/`, `lm_*/eval_tokenizer_ptq/<tokenizer>/<variant>/`
+    and `eval/reference/<name>/` of each expdir."""
     expdirs = [Path(e) for e in expdirs]
     found = Collection(expdirs)
     several = len(expdirs) > 1
@@ -98,10 +149,8 @@ def collect(expdirs) -> Collection:
                 if not (lm_dir / "eval" / variant / SCORES_JSON).is_file():
                     found.problems.append(f"{lm_dir / 'eval' / variant / SCORES_JSON}: missing ({lm_dir.name} {variant} not evaluated)")
             for path in sorted(lm_dir.glob(f"eval/*/{SCORES_JSON}")):
-                try:
-                    scores = read_scores(path)
-                except ScoresError as error:
-                    found.problems.append(str(error))
+                scores = _read_or_note(path, found.problems)
+                if scores is None:
                     continue
                 key = f"{_tag(expdir, several)}{scores['lm'] or lm_dir.name}/{scores['variant']}"
                 found.rows.append({**scores, "expdir": str(expdir), "path": str(path), "key": key})
@@ -115,11 +164,10 @@ def collect(expdirs) -> Collection:
                     continue
                 key = f"{_tag(expdir, several)}{outliers.get('lm', lm_dir.name)}/{outliers.get('variant', path.parent.name)}"
                 found.outliers.append({**outliers, "expdir": str(expdir), "path": str(path), "key": key})
+            collect_tokenizer_ptq(expdir, lm_dir, _tag(expdir, several), found)
         for path in sorted(expdir.glob(f"eval/reference/*/{SCORES_JSON}")):
-            try:
-                scores = read_scores(path)
-            except ScoresError as error:
-                found.problems.append(str(error))
+            scores = _read_or_note(path, found.problems)
+            if scores is None:
                 continue
             found.references.append({**scores, "expdir": str(expdir), "path": str(path), "key": f"{_tag(expdir, several)}{scores['variant']}"})
     return found
@@ -201,6 +249,32 @@ def _row_record(row: dict) -> dict:
     return {k: row.get(k) for k in keep}
 
 
+def _tokenizer_ptq_record(scores: dict, tokenizer: str, dev_uer: float | None, baseline: dict | None) -> dict:
+    """One row of the tokenizer-PTQ table: `scores` (a model on `tokenizer`'s units) against `baseline`."""
+    drop, used = metric_drop(baseline["metrics"], scores["metrics"], TOKENIZER_METRICS) if baseline else (None, [])
+    return {**{k: scores.get(k) for k in ("key", "lm", "variant", "method", "setting", "execution", "path")},
+            "tokenizer": tokenizer, "dev_uer": dev_uer,
+            "metrics": {m: scores["metrics"][m] for m in TOKENIZER_METRICS if m in scores["metrics"]},
+            "not_computed": {m: why for m, why in (scores.get("not_computed") or {}).items() if m in TOKENIZER_METRICS},
+            "baseline": baseline["path"] if baseline else None, "avg_drop": drop, "drop_metrics": used}
+
+
+def tokenizer_ptq_rows(rows: list, entries: list) -> list:
+    """The tokenizer-PTQ table: per model (in the main table's order) its main-table row, on the full-precision
+    units, then one row per quantized tokenizer with the drop against that row."""
+    by_key = {r["key"]: r for r in rows}
+    groups = {}
+    for entry in entries:
+        groups.setdefault(entry["key"], []).append(entry)
+    table = []
+    for key, group in sorted(groups.items(), key=lambda item: _sort_key(item[1][0])):
+        base = by_key.get(key)
+        if base is not None:
+            table.append(_tokenizer_ptq_record(base, FP_TOKENIZER, None, None))
+        table += [_tokenizer_ptq_record(e, e["tokenizer"], e["dev_uer"], base) for e in sorted(group, key=lambda e: e["tokenizer"])]
+    return table
+
+
 def build_results(found: Collection, env: dict | None = None) -> dict:
     """results.json: the numbers RESULTS.md shows."""
     rows = sorted(found.rows, key=_sort_key)
@@ -226,7 +300,8 @@ def build_results(found: Collection, env: dict | None = None) -> dict:
         "expdirs": [str(e) for e in found.expdirs],
         "rows": [_row_record(r) for r in rows],
         "reference": [_row_record(r) for r in found.references],
-        "latency": latency, "outliers": outliers, "not_computed": not_computed, "problems": list(found.problems),
+        "latency": latency, "outliers": outliers, "not_computed": not_computed,
+        "tokenizer_ptq": tokenizer_ptq_rows(rows, found.tokenizer_ptq), "problems": list(found.problems),
     }
 
 
@@ -269,13 +344,46 @@ def main_table_cells(row: dict, notes: dict) -> list:
             cells.append(f"n/c [{number}]")
         else:
             cells.append("–")
+    cells.append(fmt_avg_drop(row, DROP_METRICS))
+    return cells
+
+
+def fmt_avg_drop(row: dict, metrics) -> str:
+    """The row's average drop, with a suffix (n) when it is over fewer than all of `metrics`; - without one."""
     drop = row.get("avg_drop")
     if drop is None:
-        cells.append("-")
-    else:
-        used = len(row.get("drop_metrics") or [])
-        cells.append(fmt_drop(drop) + (f" ({used})" if used < len(DROP_METRICS) else ""))
-    return cells
+        return "-"
+    used = len(row.get("drop_metrics") or [])
+    return fmt_drop(drop) + (f" ({used})" if used < len(metrics) else "")
+
+
+def variant_label(row: dict) -> str:
+    """FP, or a stage-5 variant's bits and PTQ method (W8/A8 SmoothQuant)."""
+    if row["variant"] == FP_VARIANT:
+        return "FP"
+    return f"{fmt_bits(row.get('setting'))} {METHOD_LABELS.get(row.get('method'), row.get('method') or row['variant'])}"
+
+
+def tokenizer_ptq_lines(table: list) -> list:
+    """The RESULTS.md section of the models on the quantized tokenizers' units; none without such scores."""
+    if not table:
+        return []
+    header = ["Model", "LM variant", "Tokenizer", "Tokenizer dev UER (↓)"] + [f"{METRIC_LABELS[m]} (↓)" for m in TOKENIZER_METRICS] + ["Avg drop (↓)"]
+    body = []
+    for row in table:
+        cells = [row["key"].rsplit("/", 1)[0], variant_label(row), row["tokenizer"],
+                 fmt_metric(row["dev_uer"]) if row["dev_uer"] is not None else "–"]
+        cells += [fmt_metric(row["metrics"][m]) if m in row["metrics"] else "n/c" if m in row["not_computed"] else "–"
+                  for m in TOKENIZER_METRICS]
+        body.append(cells + [fmt_avg_drop(row, TOKENIZER_METRICS)])
+    return ["## Speech tokenizer PTQ: the LMs on the units of a quantized HuBERT tokenizer", ""] + _table(header, body) + [
+        "", "Each row: one model of the main table (the LM and its variant: FP = full precision, else its stage-5 PTQ "
+        "variant) scored on the test units of one speech tokenizer. `full precision`: the stage-2 units (the model's "
+        "main-table row); `<method>_<setting>`: the test units re-extracted with stage 2c's quantized HuBERT tokenizer "
+        "(docs/tokenizer_ptq.md). Tokenizer dev UER: % of the dev frames whose unit differs from the full-precision "
+        "tokenizer's (stage 2c's report.json). WER in %. Avg drop: over SpeechLM PPL and ASR WER (a suffix (1) marks "
+        "one), against the same model and variant on the full-precision units. n/c: not computed (reason in "
+        "results.json); –: not scored.", ""]
 
 
 def render_markdown(results: dict, plots: list | None = None) -> str:
@@ -299,6 +407,7 @@ def render_markdown(results: dict, plots: list | None = None) -> str:
                         if r.get("baseline") and r["baseline"] != r["key"].rsplit("/", 1)[0] + f"/{FP_VARIANT}"})
     lines += ["Baseline of each row: its own full-precision (W16/A16) model"
               + ("; except " + "; ".join(f"`{k}` against `{b}`" for k, b in baselines) if baselines else "") + ".", ""]
+    lines += tokenizer_ptq_lines(results.get("tokenizer_ptq") or [])
 
     if results["reference"]:
         lines += ["## TTS CER in context (reference speech)", ""]
