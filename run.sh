@@ -96,7 +96,6 @@ checksum() { md5sum | cut -c1-12; }
 # The audio of a data dir as its lists name it (wav.scp, segments, utt2num_samples): another
 # corpus changes it; audio files rewritten in place with the same names and lengths do not.
 audio_checksum() { { cat "$1/wav.scp"; cat "$1/segments" "$1/utt2num_samples" 2>/dev/null || true; } | checksum; }
-not_implemented() { log "ERROR: stage $1 ($2) is not implemented yet"; exit 1; }
 job_ngpu=$(( ngpu > 0 ? 1 : 0 ))  # GPUs of each single-device job (${cuda_cmd} --gpu): features, units, vocoder, PTQ, decoding
 
 splits="train dev test"
@@ -470,33 +469,45 @@ if wants_stage 6; then
         --num_threads $(( $(nproc) > nj ? $(nproc) / nj : 1 )))
     [ -n "${whisper_model}" ] && eval_opts+=(--whisper_model "${whisper_model}")
     eval_settings="${eval_opts[*]} vocoder=$({ cat "$(marker 2b)" 2>/dev/null || true; } | md5sum | cut -c1-12)"
+    # finished_variants LM_EXP: the stage-5 variants of LM_EXP whose dir has its .done marker
+    finished_variants() { local dir; for dir in "$1"/ptq/*/; do [ -f "${dir}.done" ] && basename "${dir}"; done; return 0; }
+    # pending_models MARKER SETTINGS SCORES_ROOT LM_NAME VARIANT...: sets todo (VARIANT:MODEL_ID of each model
+    # not yet scored with SETTINGS into SCORES_ROOT/<variant>/scores.json; the id is the stage-4 marker's
+    # checksum, or the variant's .done time) and todo_opts (bin.evaluate's options that score exactly those)
+    pending_models() {
+        local prefix=$1 settings=$2 root=$3 lm_name=$4 lm_exp=${expdir}/lm_$4 variant id fp_id
+        shift 4
+        fp_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
+        todo=(); todo_opts=(--fp false)
+        for variant in "$@"; do
+            id=${fp_id}
+            [ -f "${lm_exp}/ptq/${variant}/.done" ] && id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
+            if stage_finished "${prefix}.${variant}" "${settings} model=${id}" && [ -f "${root}/${variant}/scores.json" ]; then
+                log "Stage 6: ${root}/${variant}/scores.json already complete; skipping"
+                continue
+            fi
+            todo+=("${variant}:${id}")
+            case "${variant}" in
+                fp) todo_opts[1]=true;;
+                as_trained) todo_opts+=(--as_trained true);;
+                *) todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}");;
+            esac
+        done
+    }
+    # finish_models MARKER SETTINGS: marks every model of todo as scored
+    finish_models() { local item; for item in "${todo[@]}"; do finish_stage "$1.${item%%:*}" "$2 model=${item#*:}"; done; }
     eval_jobs=()
     for lm_config in ${lm_configs}; do
         lm_name=$(basename "${lm_config}" .yaml)
         lm_exp=${expdir}/lm_${lm_name}
         [ -f "${lm_exp}/config.yaml" ] || { log "ERROR: Stage 6 needs the trained LM ${lm_exp} (run stage 4 first)"; exit 1; }
-        fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
         variants=(fp)
         # A qlora LM is also scored as it trained (int8 base + unmerged adapters), beside its merged fp model.
         finetune=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"].get("finetune", "full"))' "${lm_exp}/config.yaml")
         [ "${finetune}" = qlora ] && variants+=(as_trained)
-        for ptq_dir in "${lm_exp}"/ptq/*/; do
-            [ -f "${ptq_dir}.done" ] && variants+=("$(basename "${ptq_dir}")")
-        done
+        mapfile -t -O "${#variants[@]}" variants < <(finished_variants "${lm_exp}")
         # The models not yet scored with these settings, evaluated in one process (one Whisper load).
-        todo=(); todo_opts=(--fp false)
-        for variant in "${variants[@]}"; do
-            model_id=${fp_model_id}
-            [ -f "${lm_exp}/ptq/${variant}/.done" ] && model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
-            if stage_finished "6.lm_${lm_name}.${variant}" "${eval_settings} model=${model_id}" && [ -f "${lm_exp}/eval/${variant}/scores.json" ]; then
-                log "Stage 6: ${lm_exp}/eval/${variant}/scores.json already complete; skipping"
-                continue
-            fi
-            todo+=("${variant}:${model_id}")
-            if [ "${variant}" = fp ]; then todo_opts[1]=true
-            elif [ "${variant}" = as_trained ]; then todo_opts+=(--as_trained true)
-            else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
-        done
+        pending_models "6.lm_${lm_name}" "${eval_settings}" "${lm_exp}/eval" "${lm_name}" "${variants[@]}"
         if [ ${#todo[@]} -gt 0 ]; then
             log "Stage 6: evaluating ${lm_name}: ${todo[*]%%:*} -> ${lm_exp}/eval/<variant>/scores.json (log: ${lm_exp}/eval/evaluate.log)"
             # Up to ${nj} LMs are evaluated at once, each with its share of the cores.
@@ -504,9 +515,7 @@ if wants_stage 6; then
             (
                 ${cuda_cmd} --gpu "${job_ngpu}" "${lm_exp}/eval/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" \
                     "${todo_opts[@]}" "${eval_opts[@]}"
-                for item in "${todo[@]}"; do
-                    finish_stage "6.lm_${lm_name}.${item%%:*}" "${eval_settings} model=${item#*:}"
-                done
+                finish_models "6.lm_${lm_name}" "${eval_settings}"
             ) &
             eval_jobs+=($!)
         fi
@@ -541,30 +550,13 @@ if wants_stage 6; then
         units_id=$(cat "${tptq_units}"/*/units | md5sum | cut -c1-12)
         for lm_config in ${lm_configs}; do
             lm_name=$(basename "${lm_config}" .yaml); lm_exp=${expdir}/lm_${lm_name}; out=${lm_exp}/eval_tokenizer_ptq/${tptq_name}
-            fp_model_id=$({ cat "$(marker "4.lm_${lm_name}")" 2>/dev/null || true; } | md5sum | cut -c1-12)
-            variants=(fp)
-            for ptq_dir in "${lm_exp}"/ptq/*/; do
-                [ -f "${ptq_dir}.done" ] && variants+=("$(basename "${ptq_dir}")")
-            done
-            todo=(); todo_opts=(--fp false)
-            for variant in "${variants[@]}"; do
-                model_id=${fp_model_id}
-                [ "${variant}" = fp ] || model_id=$(stat -c %Y "${lm_exp}/ptq/${variant}/.done")
-                if stage_finished "6.tokenizer_ptq.${lm_name}.${tptq_name}.${variant}" "${eval_settings} units=${units_id} model=${model_id}" \
-                        && [ -f "${out}/${variant}/scores.json" ]; then
-                    log "Stage 6: ${out}/${variant}/scores.json already complete; skipping"
-                    continue
-                fi
-                todo+=("${variant}:${model_id}")
-                if [ "${variant}" = fp ]; then todo_opts[1]=true; else todo_opts+=(--ptq_dir "${lm_exp}/ptq/${variant}"); fi
-            done
+            mapfile -t variants < <(echo fp; finished_variants "${lm_exp}")
+            pending_models "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}" "${out}" "${lm_name}" "${variants[@]}"
             [ ${#todo[@]} -gt 0 ] || continue
             log "Stage 6: ${lm_name} ${todo[*]%%:*} on the test units of the ${item} tokenizer -> ${out}/<variant>/scores.json (log: ${out}/evaluate.log)"
             ${cuda_cmd} --gpu "${job_ngpu}" "${out}/evaluate.log" python -m sofa_speechlm.bin.evaluate --exp_dir "${lm_exp}" "${todo_opts[@]}" \
                 "${eval_opts[@]}" --lm_text_dir "${tptq_text}" --eval_sets speechlm asr --latency false --output_root "${out}"
-            for todo_item in "${todo[@]}"; do
-                finish_stage "6.tokenizer_ptq.${lm_name}.${tptq_name}.${todo_item%%:*}" "${eval_settings} units=${units_id} model=${todo_item#*:}"
-            done
+            finish_models "6.tokenizer_ptq.${lm_name}.${tptq_name}" "${eval_settings} units=${units_id}"
         done
     done
     reference_dir=${expdir}/eval/reference
