@@ -1,6 +1,6 @@
-"""Tiny random OPT (pre-LN, post-LN) and Qwen2 causal LMs and helpers for the learned-PTQ tests."""
+"""Tiny random OPT (pre-LN, post-LN), Qwen2 and Llama causal LMs and helpers for the learned-PTQ tests."""
 import torch
-from transformers import OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from sofa_speechlm.attention import apply_attention
 from sofa_speechlm.quant.architectures import decoder_layers
@@ -26,6 +26,14 @@ def tiny_qwen2():
     return _roughen(Qwen2ForCausalLM(config).eval())
 
 
+def tiny_llama():
+    """SmolLM2's layout in small: grouped KV heads, tied embeddings, no biases."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+    return _roughen(LlamaForCausalLM(config).eval())
+
+
 @torch.no_grad()
 def _roughen(model):
     """Random norm weights/biases and biases (fresh models have ones/zeros, which hide fold errors)."""
@@ -36,7 +44,7 @@ def _roughen(model):
     return model
 
 
-MODELS = {"opt": tiny_opt, "opt_post_ln": lambda: tiny_opt(pre_ln=False), "qwen2": tiny_qwen2}
+MODELS = {"opt": tiny_opt, "opt_post_ln": lambda: tiny_opt(pre_ln=False), "qwen2": tiny_qwen2, "llama": tiny_llama}
 
 
 def model_with_attention(family, normalizer):
@@ -44,11 +52,12 @@ def model_with_attention(family, normalizer):
 
 
 # SOFA OPTs (pre-LN and post-LN), a vanilla one (HF's own SDPA attention, as stage 4 leaves it)
-# and a SOFA Qwen2.
+# and a SOFA Qwen2 and Llama.
 TINY_LMS = {"sofa": lambda: model_with_attention("opt", "sofa"),
             "sofa_post_ln": lambda: model_with_attention("opt_post_ln", "sofa"),
             "vanilla": tiny_opt,
-            "qwen2_sofa": lambda: model_with_attention("qwen2", "sofa")}
+            "qwen2_sofa": lambda: model_with_attention("qwen2", "sofa"),
+            "llama_sofa": lambda: model_with_attention("llama", "sofa")}
 
 
 def calibration(batches=4, length=32):
