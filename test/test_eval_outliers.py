@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from transformers import OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from sofa_speechlm.attention import apply_attention
 from sofa_speechlm.eval.attention_maps import last_layer_attention
@@ -22,9 +22,11 @@ def tiny_model(model_type):
         config = OPTConfig(vocab_size=VOCAB, hidden_size=32, word_embed_proj_dim=32, num_hidden_layers=3,
                            num_attention_heads=4, ffn_dim=64, max_position_embeddings=128, dropout=0.0)
         return OPTForCausalLM(config).eval()
-    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    return Qwen2ForCausalLM(config).eval()
+    family = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+    config_class, model_class = family[model_type]
+    config = config_class(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return model_class(config).eval()
 
 
 def batches():
@@ -54,7 +56,7 @@ def plant_outlier(model, layer: int):
     ffn.register_forward_hook(add)
 
 
-@pytest.mark.parametrize("model_type", ["opt", "qwen2"])
+@pytest.mark.parametrize("model_type", ["opt", "qwen2", "llama"])
 def test_planted_outlier_found_in_its_layer_and_modality(model_type):
     model = tiny_model(model_type)
     clean = collect_outliers(model, batches())
@@ -104,7 +106,7 @@ def test_unknown_model_type_is_named():
         hooked_modules(Fake())
 
 
-@pytest.mark.parametrize("model_type", ["opt", "qwen2"])
+@pytest.mark.parametrize("model_type", ["opt", "qwen2", "llama"])
 def test_last_layer_attention_rows(model_type):
     model = tiny_model(model_type)
     ids = [49, 3, 30, 31, 4, 5]
