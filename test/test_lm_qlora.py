@@ -23,13 +23,17 @@ TINY_OPT = dict(
     model_type="opt", hidden_size=64, word_embed_proj_dim=64, num_hidden_layers=2,
     num_attention_heads=4, ffn_dim=128, max_position_embeddings=128, dropout=0.0,
 )
+TINY_LLAMA = dict(  # SmolLM2's layout in small: grouped KV heads, tied embeddings
+    model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+)
 SMALL_LORA = dict(rank=4, alpha=8, dropout=0.0)
 
 
-def build(finetune: str, **kwargs) -> SofaCausalLM:
+def build(finetune: str, hf_config: dict = TINY_OPT, **kwargs) -> SofaCausalLM:
     """The same seeded model in `finetune` mode (the vocabulary re-draw uses the global seed)."""
     torch.manual_seed(0)
-    return SofaCausalLM(VOCAB, hf_config=TINY_OPT, attention="sofa", finetune=finetune, lora_conf=SMALL_LORA, **kwargs)
+    return SofaCausalLM(VOCAB, hf_config=hf_config, attention="sofa", finetune=finetune, lora_conf=SMALL_LORA, **kwargs)
 
 
 def int8_layers(lm):
@@ -104,10 +108,12 @@ def test_bad_thresholds_are_refused():
         build("lora", qlora_threshold=6.0)
 
 
+@pytest.mark.parametrize("hf_config", [TINY_OPT, TINY_LLAMA], ids=["opt", "llama"])
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
-def test_int8_logits_are_close_to_fp32_logits(threshold):
+def test_int8_logits_are_close_to_fp32_logits(threshold, hf_config):
     # LoRA B starts at zero, so both compute their base: int8 vs fp32 weights.
-    lm, fp32 = build("qlora", qlora_threshold=threshold).to("cpu").eval(), build("lora").eval()
+    lm, fp32 = build("qlora", hf_config, qlora_threshold=threshold).to("cpu").eval(), build("lora", hf_config).eval()
+    assert int8_layers(lm), "no int8 layer"
     tokens = torch.randint(1, VOCAB - 1, (3, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         int8, reference = lm(tokens, None)[0], fp32(tokens, None)[0]
