@@ -53,3 +53,22 @@ def test_rtn_w4a4_quantizes_every_llama_linear():
     names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, QuantLinear)}
     assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert torch.isfinite(model(token_batches(1)[0]).logits).all()
+
+
+def test_smollm2_ptq_config_fits_every_smollm2_layer(repo):
+    """conf/ptq/smollm2.yaml quantizes every layer of SmolLM2's widths (576, 1536) with run.sh's
+    default methods and settings; tiny.yaml's groups of 128 stop on them, naming the layer."""
+    from sofa_speechlm.quant.core import replace_linears
+    from sofa_speechlm.quant.plan import plan_variants, read_ptq_config
+
+    def smollm2_widths():
+        config = LlamaConfig(vocab_size=VOCAB, hidden_size=576, num_hidden_layers=1, intermediate_size=1536,
+                             num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=128)
+        return LlamaForCausalLM(config)
+
+    methods, settings = ["rtn", "smoothquant", "omniquant", "affinequant"], ["W8A8", "W4A4"]
+    for variant in plan_variants(methods, settings, read_ptq_config(repo / "conf/ptq/smollm2.yaml")):
+        replace_linears(smollm2_widths(), variant.config)
+    tiny = plan_variants(["omniquant"], ["W8A8"], read_ptq_config(repo / "conf/ptq/tiny.yaml"))[0]
+    with pytest.raises(ValueError, match="layer 0 'self_attn.q_proj' has 576 inputs, not a multiple of the group size 128"):
+        replace_linears(smollm2_widths(), tiny.config)
