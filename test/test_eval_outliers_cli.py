@@ -40,7 +40,8 @@ def fake_experiment(tmp_path, monkeypatch):
     everything = write_test_set(tmp_path / "lm_text")
     bpemodel = train_sentencepiece(everything, tmp_path / "bpe", nbpe=60)
     tokens = write_token_list(bpemodel, tmp_path / "tokens.txt")
-    train_args = argparse.Namespace(bpemodel=str(bpemodel), token_list=tokens, lm_conf={"attention": "softmax", "finetune": "full"})
+    train_args = argparse.Namespace(bpemodel=str(bpemodel), token_list=tokens, lm_conf={"attention": "softmax", "finetune": "full"},
+                                    finetune="lora")
     torch.manual_seed(0)
     model = OPTForCausalLM(OPTConfig(vocab_size=len(tokens), hidden_size=32, word_embed_proj_dim=32, num_hidden_layers=2,
                                      num_attention_heads=4, ffn_dim=64, max_position_embeddings=256, dropout=0.0)).eval()
@@ -54,6 +55,7 @@ def test_outliers_cli_writes_stats_and_attention_maps(fake_experiment):
               "--lm_text_dir", str(fake_experiment / "lm_text"), "--num_sequences", "6", "--batch_size", "4"])
     result = json.loads((out / "outliers.json").read_text())
     assert result["lm"] == "lm_tiny_vanilla_full" and result["variant"] == "fp" and result["attention"] == "softmax"
+    assert result["finetune"] == "lora"  # as trained, not the merged export's "full"
     assert {m: s["sequences"] for m, s in result["sources"].items()} == {"text": 6, "speech": 6, "speech+text": 6}
     for modality in ("text", "speech", "speech+text"):
         assert len(result["per_layer"][modality]["max_inf_norm"]) == 2
@@ -76,7 +78,7 @@ def test_unfinished_ptq_variant_is_refused(tmp_path, monkeypatch):
     monkeypatch.undo()
     import sofa_speechlm.lm.experiment as experiment
 
-    monkeypatch.setattr(experiment.LMExperiment, "find", classmethod(lambda cls, d: type("E", (), {"load": lambda self, device: (None, None)})()))
+    monkeypatch.setattr(experiment.LMExperiment, "find", classmethod(lambda cls, d: type("E", (), {"load": lambda self, device: (None, argparse.Namespace()), "finetune": "full"})()))
     (tmp_path / "rtn_w4a16").mkdir()
     with pytest.raises(FileNotFoundError, match="rtn_w4a16.*no .done marker"):
         cli.load_model(tmp_path, tmp_path / "rtn_w4a16", "cpu")

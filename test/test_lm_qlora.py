@@ -173,6 +173,10 @@ def test_as_trained_qlora_scores_as_the_model_that_trained(tmp_path):
                     "--output_dir", str(exp / "merged")])
     merged, _ = LMExperiment.find(exp).load("cpu")
     assert not int8_layers(merged)
+    assert LMExperiment.find(exp).finetune == "qlora"  # as trained: the merged config says full
+    evaluate.main(["--exp_dir", str(exp), "--eval_sets", "textlm", "--lm_text_dir", str(test_dir), "--latency", "false",
+                   "--log_level", "WARNING"])
+    assert yaml.safe_load((exp / "eval/fp/scores.json").read_text(encoding="utf-8"))["finetune"] == "qlora"
     batch = torch.tensor([[len(tokens) - 1] + ids[0]])
     with torch.no_grad():
         merged_logits, int8_logits = merged(input_ids=batch).logits, loaded(input_ids=batch).logits

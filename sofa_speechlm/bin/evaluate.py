@@ -111,7 +111,7 @@ class Subject:
         model_type = (lm_conf.get("hf_config") or {}).get("model_type")
         self.header = {
             "lm": Path(args.exp_dir).resolve().name, "variant": "fp", "attention": lm_conf.get("attention", "sofa"),
-            "finetune": lm_conf.get("finetune", "full"), "model_type": model_type, "method": None,
+            "finetune": self.experiment.finetune, "model_type": model_type, "method": None,
             "setting": "W16A16", "execution": "fp",
         }
         self.model_files = [self.experiment.model_file]

@@ -140,7 +140,9 @@ def load_model(exp_dir: Path, ptq_dir: Path | None, device: str):
     """(model, train_args, variant name, execution) of the LM or of its stage-5 variant."""
     from sofa_speechlm.lm.experiment import LMExperiment
 
-    model, train_args = LMExperiment.find(exp_dir).load(device)
+    experiment = LMExperiment.find(exp_dir)
+    model, train_args = experiment.load(device)
+    train_args.finetune = experiment.finetune  # as trained: a merged LoRA export's lm_conf says full
     if ptq_dir is None:
         return model, train_args, "fp", "fp"
     if not (ptq_dir / DONE_MARKER).is_file():
@@ -182,10 +184,9 @@ def main(cmd=None):
         meta[task] = {"utt_id": utt_id, "tokens": pieces[start:end], "window": [start, end], "length": len(pieces),
                       "row_sum_min": float(row_sums.min()), "row_sum_mean": float(row_sums.mean())}
 
-    lm_conf = getattr(train_args, "lm_conf", None) or {}
     result = {
         "lm": exp_dir.name, "variant": variant, "execution": execution,
-        "attention": attention_normalizer(model), "finetune": lm_conf.get("finetune", "full"),
+        "attention": attention_normalizer(model), "finetune": train_args.finetune,
         "model_type": model.config.model_type,
         "conventions": "per sequence over the modality's positions: inf norm and Pearson kurtosis (unbiased std) "
                        "of the flattened outputs; per module mean over sequences; layer max_inf_norm = max over its modules",

@@ -29,6 +29,12 @@ def _averaged_files(exp_dir: Path) -> tuple[Path, Path]:
     return config, model
 
 
+def _finetune(config: Path) -> str:
+    """lm_conf.finetune of an ESPnet config.yaml (full, lora or qlora)."""
+    with open(config, encoding="utf-8") as f:
+        return ((yaml.safe_load(f) or {}).get("lm_conf") or {}).get("finetune", "full")
+
+
 @dataclass
 class LMExperiment:
     """The files of one stage-4 experiment: full weights, or (as_trained) its adapters unmerged."""
@@ -52,11 +58,15 @@ class LMExperiment:
         """The averaged checkpoint of a lora/qlora experiment, loaded with its adapters unmerged."""
         exp_dir = Path(exp_dir)
         config, model = _averaged_files(exp_dir)
-        with open(config, encoding="utf-8") as f:
-            finetune = ((yaml.safe_load(f) or {}).get("lm_conf") or {}).get("finetune", "full")
-        if finetune == "full":
+        if _finetune(config) == "full":
             raise ValueError(f"{config}: finetune 'full' has no adapters: its model as trained is the fp model")
         return cls(exp_dir, config, model, as_trained=True)
+
+    @property
+    def finetune(self) -> str:
+        """How the experiment trained: its own config.yaml's, since the merged export's says full."""
+        trained = self.exp_dir / "config.yaml"
+        return _finetune(trained if trained.is_file() else self.train_config)
 
     def load(self, device: str = "cpu") -> tuple[torch.nn.Module, argparse.Namespace]:
         """(HuggingFace causal LM with its attention switched, ESPnet training args)."""
